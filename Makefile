@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create the venv first.
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+# The CPU/CUDA torch wheels this project is tested with; override on a GPU cluster if needed.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup demo test test-fast lint mlflow-ui clean-demo
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+	@cat results/demo/tables/comparison.md
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakemake --lint
+
+clean-demo:
+	rm -rf results/demo logs/demo
