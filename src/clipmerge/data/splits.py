@@ -1,0 +1,96 @@
+"""The held-out split: a fixed, seeded per-class sample of the training set (ImageNet2p in model-soups).
+
+Fine-tuning trains on the training folder *minus* these files; only greedy soup reads them. The split
+is a file of paths relative to the training root, one per line, so it is an explicit DAG output.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from torch.utils.data import Subset
+from torchvision.datasets import ImageFolder
+
+from clipmerge.checkpoint import atomic_write
+from clipmerge.errors import ClipmergeError
+
+
+def image_folder(root, transform=None) -> ImageFolder:
+    """torchvision ImageFolder with a clear error for a missing or empty folder."""
+    if not Path(root).is_dir():
+        raise ClipmergeError(f"{root}: dataset folder not found (expected <root>/<class>/<image>)")
+    try:
+        return ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise ClipmergeError(f"{root}: not an image folder with one sub-folder per class ({e})") from e
+
+
+def relative_paths(dataset: ImageFolder) -> list[str]:
+    root = Path(dataset.root)
+    return [Path(path).relative_to(root).as_posix() for path, _ in dataset.samples]
+
+
+def choose_heldout(dataset: ImageFolder, per_class: int, seed: int) -> list[str]:
+    """``per_class`` files of every class, drawn with ``seed``; sorted so the file is stable."""
+    by_class: dict[int, list[str]] = {}
+    for rel, (_, label) in zip(relative_paths(dataset), dataset.samples, strict=True):
+        by_class.setdefault(label, []).append(rel)
+    rng = random.Random(seed)
+    chosen = []
+    for label, files in sorted(by_class.items()):
+        if len(files) <= per_class:
+            name = dataset.classes[label]
+            raise ClipmergeError(
+                f"{dataset.root}: class {name!r} has {len(files)} images, cannot hold out {per_class} "
+                "and still train on it"
+            )
+        chosen.extend(rng.sample(sorted(files), per_class))
+    return sorted(chosen)
+
+
+def write_split(paths: list[str], out) -> None:
+    atomic_write(out, lambda tmp: Path(tmp).write_text("".join(f"{p}\n" for p in paths)))
+
+
+def read_split(path) -> set[str]:
+    if not Path(path).is_file():
+        raise ClipmergeError(f"{path}: held-out split file not found")
+    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+def _subset(dataset: ImageFolder, split_file, keep_heldout: bool) -> Subset:
+    heldout = read_split(split_file)
+    rel = relative_paths(dataset)
+    unknown = heldout - set(rel)
+    if unknown:
+        raise ClipmergeError(
+            f"{split_file}: {len(unknown)} held-out files are not in {dataset.root} (e.g. {sorted(unknown)[0]})"
+        )
+    indices = [i for i, r in enumerate(rel) if (r in heldout) == keep_heldout]
+    return Subset(dataset, indices)
+
+
+def training_set(root, split_file, transform=None) -> Subset:
+    """The training folder without the held-out files."""
+    return _subset(image_folder(root, transform), split_file, keep_heldout=False)
+
+
+def heldout_set(root, split_file, transform=None) -> Subset:
+    """Only the held-out files of the training folder."""
+    return _subset(image_folder(root, transform), split_file, keep_heldout=True)
+
+
+def configure(parser) -> None:
+    parser.add_argument("--train-root", required=True, help="training ImageFolder root")
+    parser.add_argument("--per-class", type=int, required=True, help="held-out images per class (26 for ImageNet)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    parser.add_argument("--out", required=True, help="output file list")
+
+
+def run(args) -> None:
+    if args.per_class < 1:
+        raise ClipmergeError(f"--per-class must be >= 1, got {args.per_class}")
+    paths = choose_heldout(image_folder(args.train_root), args.per_class, args.seed)
+    write_split(paths, args.out)
+    print(f"held out {len(paths)} images of {args.train_root} -> {args.out}")
