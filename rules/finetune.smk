@@ -1,0 +1,26 @@
+# End-to-end fine-tuning, one job per seed. Params exclude the seed list, so adding a seed trains
+# only the new seed; any other fine-tuning key retrains every seed and what depends on them.
+
+
+rule finetune:
+    input:
+        init="results/{study}/models/zeroshot/model.safetensors",
+        heldout="results/{study}/splits/heldout.txt",
+        world=world_manifest,
+        impl=impl("src/clipmerge/finetune"),
+    output:
+        weights="results/{study}/models/finetune_seed{seed}/model.safetensors",
+        meta="results/{study}/models/finetune_seed{seed}/meta.json",
+        history="results/{study}/models/finetune_seed{seed}/history.jsonl",
+    params:
+        root=train_root,
+        flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
+    threads: 2
+    resources:
+        runtime=24 * 60,
+    log:
+        "logs/{study}/finetune/seed{seed}.log",
+    shell:
+        "clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
+        " --seed {wildcards.seed} {params.flags} --workers {threads}"
+        " --out {output.weights} --history {output.history} > {log} 2>&1"

@@ -1,0 +1,86 @@
+"""The workflow plan derived from config: model ids, flags, seed checks, root checks."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clipmerge import plan
+from clipmerge.errors import ClipmergeError
+
+
+@pytest.fixture
+def config():
+    with open(Path(__file__).parents[2] / "config" / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_model_ids_follow_table_order(config):
+    assert plan.model_ids(config) == [
+        "zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "finetune_seed3",
+        "uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic",
+        "wise_ft_a0", "wise_ft_a0.25", "wise_ft_a0.5", "wise_ft_a0.75", "wise_ft_a1",
+    ]
+
+
+def test_alpha_ids_are_exact_and_short():
+    assert [plan.alpha_id(a) for a in (0, 0.5, 1.0, 0.125)] == [
+        "wise_ft_a0", "wise_ft_a0.5", "wise_ft_a1", "wise_ft_a0.125"]
+
+
+def test_cli_flags_skip_excluded_keys_and_render_booleans():
+    flags = plan.cli_flags({"seeds": [0, 1], "lr": 1e-4, "reset_optimizer": True, "mixup": False,
+                            "merge_every": "epoch"}, exclude={"seeds"})
+    assert flags == "--lr 0.0001 --merge-every epoch --reset-optimizer"
+
+
+def test_adding_a_seed_leaves_finetune_flags_unchanged(config):
+    before = plan.cli_flags(config["finetune"], exclude={"seeds"})
+    config["finetune"]["seeds"].append(7)
+    assert plan.cli_flags(config["finetune"], exclude={"seeds"}) == before
+
+
+def test_model_stock_defaults_to_first_two_seeds(config):
+    del config["merge"]["model_stock"]
+    assert plan.method_seeds(config, "model_stock") == [0, 1]
+
+
+@pytest.mark.parametrize("seeds,message", [([0], "at least 2"), ([0, 9], r"\[9\] are not in finetune.seeds")])
+def test_unusable_seed_lists_are_rejected(config, seeds, message):
+    config["merge"]["model_stock"]["seeds"] = seeds
+    with pytest.raises(ClipmergeError, match=message):
+        plan.check_methods(config)
+
+
+def test_soups_need_two_finetunes(config):
+    config["finetune"]["seeds"] = [0]
+    with pytest.raises(ClipmergeError, match="uniform_soup/greedy_soup need at least 2"):
+        plan.check_methods(config)
+
+
+def test_missing_external_root_names_key_and_layout(config, tmp_path):
+    real = copy.deepcopy(config)
+    real["model"]["pretrained"] = "openai"
+    real["train"]["data"] = {"root": str(tmp_path)}
+    real["eval"]["sets"]["test"] = {"adapter": "imagenet", "root": str(tmp_path / "missing")}
+    with pytest.raises(ClipmergeError, match=r"eval.sets.test.root: .*missing.* expected layout .*1000 wnid"):
+        plan.check_roots(real)
+
+
+def test_world_split_outside_demo_is_rejected(config):
+    config["model"]["pretrained"] = "openai"
+    with pytest.raises(ClipmergeError, match="train.data.world_split: only the demo"):
+        plan.check_roots(config)
+
+
+def test_shift_names_must_be_defined(config):
+    config["eval"]["shifts"].append("imagenet_c")
+    with pytest.raises(ClipmergeError, match="'imagenet_c' is named"):
+        plan.check_roots(config)
+
+
+def test_plots_follow_methods(config):
+    assert plan.plot_names(config) == ["id_vs_shifts", "wise_ft_curve", "model_stock_ratios", "greedy_soup"]
+    config["merge"]["methods"] = ["uniform_soup"]
+    assert plan.plot_names(config) == ["id_vs_shifts"]
