@@ -1,0 +1,142 @@
+"""Apply a registered merge method to safetensors checkpoints, streaming tensor by tensor.
+
+Memory: for each tensor key, the method sees a lazy column that reads that tensor from each input
+only when iterated, and the merged tensor is written out at once. Uniform soup and WiSE-FT therefore
+hold about one tensor per input at a time; Model Stock holds an [N, numel] float32 buffer of deltas of
+the current tensor (it needs every pairwise angle). Nothing ever holds a whole model.
+
+Safety: every input is validated (readable header, same keys/shapes/dtypes/metadata) before a byte is
+written; tensors are checked finite as they are read; the output appears atomically at the end, so a
+failure at any point leaves an existing output untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clipmerge.errors import ClipmergeError
+from clipmerge.merging.model_stock import TensorDiagnostics, summarize
+from clipmerge.merging.registry import MergeMethod, get
+from clipmerge.streaming import Layout, TensorReader, common_layout, write_order, write_streaming
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeReport:
+    """What ``merge_checkpoints`` did: the shared layout and per-tensor diagnostics (Model Stock)."""
+
+    method: str
+    options: dict
+    layout: Layout
+    tensors: dict[str, TensorDiagnostics] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The diagnostics part of ``merge.json``."""
+        out: dict = {"method": self.method, "options": self.options, "n_tensors": len(self.layout.specs)}
+        if self.tensors:
+            out["summary"] = summarize(self.tensors)
+            out["tensors"] = {k: d.to_json() for k, d in self.tensors.items()}
+        return out
+
+
+class _Column(Sequence):
+    """Tensor ``key`` of every input, read from disk only when indexed or iterated."""
+
+    def __init__(self, readers: Sequence[TensorReader], key: str):
+        self._readers, self._key = readers, key
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def __getitem__(self, i):
+        return self._readers[i].get(self._key)
+
+
+def merge_checkpoints(
+    method: str,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    anchor: str | os.PathLike | None = None,
+    options: Mapping | None = None,
+) -> MergeReport:
+    """Merge safetensors checkpoints into ``out`` with a registered method, streaming.
+
+    Args:
+        method: a registry name with a per-tensor function (model_stock, uniform_soup, wise_ft).
+        inputs: the checkpoints to merge (fine-tunes; for wise_ft exactly one).
+        out: output path, written atomically; must not be one of the inputs.
+        anchor: the pre-trained/zero-shot checkpoint (model_stock's w0, wise_ft's alpha = 0 end).
+        options: keyword options of the method (model_stock: average, clamp_negative, eps;
+            wise_ft: alpha).
+
+    Returns:
+        A report with the inputs' layout (header metadata is copied to ``out``) and diagnostics.
+
+    Raises:
+        ClipmergeError: wrong method/options/input count, mismatched or corrupt inputs, non-finite
+            input tensors, or a tensor the method cannot merge (message names the tensor).
+    """
+    spec = get(method)
+    options = dict(options or {})
+    _check_call(spec, inputs, anchor, options, out)
+    files = [*inputs, anchor] if anchor is not None else list(inputs)
+    layout = common_layout(files)
+    log.info("%s: merging %d tensors of %d inputs into %s", method, len(layout.specs), len(inputs), out)
+
+    report = MergeReport(method, options, layout)
+    readers = [TensorReader(p) for p in inputs]
+    anchor_reader = TensorReader(anchor) if anchor is not None else None
+    try:
+
+        def merged_tensors():
+            for key in write_order(layout.specs):
+                anchor_tensor = anchor_reader.get(key) if anchor_reader else None
+                try:
+                    tensor, diagnostics = spec.merge_tensor(_Column(readers, key), anchor_tensor, **options)
+                except ClipmergeError as e:
+                    raise ClipmergeError(f"tensor {key!r}: {e}") from e
+                if diagnostics is not None:
+                    report.tensors[key] = diagnostics
+                yield key, tensor
+
+        write_streaming(out, layout, merged_tensors())
+    finally:
+        for reader in [*readers, anchor_reader]:
+            if reader is not None:
+                reader.close()
+    _log_guards(report.tensors)
+    return report
+
+
+def _check_call(spec: MergeMethod, inputs, anchor, options: dict, out) -> None:
+    if spec.merge_tensor is None:
+        raise ClipmergeError(f"{spec.name} is not a tensor-wise merge (use `clipmerge greedy-soup`)")
+    n = len(inputs)
+    if n < spec.min_inputs or (spec.max_inputs is not None and n > spec.max_inputs):
+        wanted = f"{spec.min_inputs}..{spec.max_inputs or 'N'}"
+        raise ClipmergeError(f"{spec.name} needs {wanted} input checkpoints, got {n}")
+    if spec.needs_anchor != (anchor is not None):
+        need = "needs" if spec.needs_anchor else "does not use"
+        raise ClipmergeError(f"{spec.name} {need} an anchor (pre-trained/zero-shot) checkpoint")
+    try:
+        inspect.signature(spec.merge_tensor).bind([], None, **options)
+    except TypeError as e:
+        raise ClipmergeError(f"{spec.name}: bad options {sorted(options)} ({e})") from None
+    out_path = Path(out).resolve()
+    for path in [*inputs, anchor]:
+        if path is not None and Path(path).resolve() == out_path:
+            raise ClipmergeError(f"output {out} is also an input; refusing to overwrite it")
+
+
+def _log_guards(tensors: Mapping[str, TensorDiagnostics]) -> None:
+    if not tensors:
+        return
+    for guard, keys in summarize(tensors)["guarded"].items():
+        log.warning("model_stock guard %s on %d tensors (e.g. %s)", guard, len(keys), ", ".join(keys[:3]))

@@ -1,0 +1,150 @@
+"""Model Stock (Jang et al., ECCV 2024), one merging ratio per state-dict tensor.
+
+For fine-tuned tensors w_1..w_N (N >= 2) and the pre-trained anchor w0, with deltas d_i = w_i - w0:
+
+    t   = N cos / (1 + (N - 1) cos)
+    w_H = t * mean(w_i) + (1 - t) * w0
+
+Choices the paper leaves open, made here (see also docs/merging.md):
+
+- Granularity: one ratio per state-dict tensor, every tensor merged, the classification head
+  included (as the authors' notebook merges ``classification_head``). Fused QKV weights get one angle.
+- N > 2: ``cos`` is the cosine of the mean of all pairwise angles (``average="angles"``), the
+  definition the authors gave (model-stock issue #2) and fusion_bench implements. mergekit
+  averages the pairwise cosines instead (``average="cosines"``); the two agree at N = 2.
+- A delta whose norm is at most ``eps`` (a tensor the fine-tune did not move) has no direction: every
+  pair it is in counts as orthogonal (cos 0, 90 degrees), which is what the reference codes compute.
+  When all deltas are zero (frozen tensor), or N = 2, this gives t = 0, i.e. w0. Unlike the
+  references we do not add eps to the cosine's denominator, which biases cos for small deltas.
+- A negative mean cosine would make t < 0 (extrapolating past w0, away from the fine-tunes) and
+  t -> infinity as cos -> -1/(N-1). By default cos is clamped to 0, so t = 0 and the tensor is w0
+  (``clamp_negative=False`` keeps the raw formula and raises if it is singular).
+- Non-floating tensors (integer buffers) are copied from w0.
+- Arithmetic is in float32 (float64 inputs stay float64); the result is cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+
+from clipmerge.errors import ClipmergeError
+
+Average = Literal["angles", "cosines"]
+Guard = Literal["zero_delta", "negative_cos", "non_float"]
+EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class TensorDiagnostics:
+    """How one tensor was merged. ``cos`` is after guards; ``angle_deg`` is the mean pairwise angle
+    before the negative-cos clamp; ``guard`` names the rule that changed the result, if any."""
+
+    cos: float | None
+    angle_deg: float | None
+    t: float | None
+    guard: Guard | None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def model_stock(
+    finetuned: Collection[torch.Tensor],
+    anchor: torch.Tensor,
+    *,
+    average: Average = "angles",
+    clamp_negative: bool = True,
+    eps: float = EPS,
+) -> tuple[torch.Tensor, TensorDiagnostics]:
+    """Merge one tensor of N fine-tuned models with Model Stock.
+
+    Args:
+        finetuned: the N >= 2 fine-tuned versions of the tensor. Iterated exactly once, so a lazy
+            collection that reads each tensor on demand keeps only one input alive at a time.
+        anchor: the pre-trained (zero-shot) tensor w0; same shape and dtype.
+        average: "angles" (mean pairwise angle, then cos; the authors' definition) or "cosines"
+            (mean pairwise cosine, as mergekit).
+        clamp_negative: clamp a negative mean cosine to 0 (t = 0, result w0).
+        eps: delta norms at or below this count as zero.
+
+    Returns:
+        The merged tensor (anchor's dtype) and its diagnostics.
+
+    Raises:
+        ClipmergeError: fewer than 2 tensors, an unknown ``average``, or (clamp off) a singular t.
+    """
+    n = len(finetuned)
+    if n < 2:
+        raise ClipmergeError(f"model_stock needs at least 2 fine-tuned models, got {n}")
+    if average not in ("angles", "cosines"):
+        raise ClipmergeError(f"model_stock: average must be 'angles' or 'cosines', got {average!r}")
+    if not anchor.is_floating_point():
+        return anchor.clone(), TensorDiagnostics(None, None, None, "non_float")
+
+    compute = torch.promote_types(anchor.dtype, torch.float32)
+    w0 = anchor.reshape(-1).to(compute)
+    # One [N, P] buffer of deltas, filled row by row: memory is N copies of this tensor only.
+    deltas = torch.empty((n, w0.numel()), dtype=compute)
+    for row, w in zip(deltas, finetuned, strict=True):
+        torch.sub(w.reshape(-1).to(compute), w0, out=row)
+    cos, angle_deg, guard = _mean_cosine(deltas, average, eps)
+    if cos < 0 and clamp_negative:
+        cos, guard = 0.0, "negative_cos"
+    t = _ratio(n, cos)
+    # w_avg = w0 + mean(d): the deltas are already in memory, the inputs are not.
+    w_avg = deltas.mean(dim=0).add_(w0)
+    merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
+    return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
+
+
+def _mean_cosine(deltas: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:
+    """Mean pairwise cosine (per ``average``) and mean pairwise angle of the rows of ``deltas``."""
+    gram = (deltas @ deltas.T).double()  # one GEMM gives every pairwise dot product
+    norms = gram.diagonal().clamp(min=0).sqrt()
+    moving = norms > eps
+    cosines = (gram / torch.outer(norms, norms).clamp(min=torch.finfo(torch.float64).tiny)).clamp(-1, 1)
+    # A zero delta has no direction: its pairs count as orthogonal, as in the reference codes.
+    cosines = torch.where(torch.outer(moving, moving), cosines, torch.zeros_like(cosines))
+    i, j = torch.triu_indices(len(deltas), len(deltas), offset=1)
+    pair_cos = cosines[i, j]
+    angles = torch.rad2deg(torch.arccos(pair_cos))
+    mean_angle = float(angles.mean())
+    if average == "angles":
+        cos = math.sin(math.radians(90.0 - mean_angle))  # = cos(mean_angle), but exactly 0 at 90 degrees
+    else:
+        cos = float(pair_cos.mean())
+    return cos, mean_angle, None if bool(moving.all()) else "zero_delta"
+
+
+def _ratio(n: int, cos: float) -> float:
+    """t = N cos / (1 + (N - 1) cos), the interpolation ratio towards the fine-tuned average."""
+    denominator = 1.0 + (n - 1) * cos
+    if denominator <= 1e-6:
+        raise ClipmergeError(
+            f"model_stock: mean cosine {cos:.4f} makes t singular for N={n}; keep the negative-cos clamp on"
+        )
+    return n * cos / denominator
+
+
+def summarize(diagnostics: Mapping[str, TensorDiagnostics]) -> dict:
+    """Summary of per-tensor diagnostics: range of t, mean angle, and the guarded tensors by guard."""
+    merged = [d for d in diagnostics.values() if d.t is not None]
+    guarded: dict[str, list[str]] = {}
+    for key, d in diagnostics.items():
+        if d.guard is not None:
+            guarded.setdefault(d.guard, []).append(key)
+    ts = [d.t for d in merged]
+    return {
+        "n_tensors": len(diagnostics),
+        "n_merged": len(merged),
+        "t_mean": sum(ts) / len(ts) if ts else None,
+        "t_min": min(ts, default=None),
+        "t_max": max(ts, default=None),
+        "angle_deg_mean": sum(d.angle_deg for d in merged) / len(merged) if merged else None,
+        "guarded": guarded,
+    }
