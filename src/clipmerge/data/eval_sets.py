@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from clipmerge.data.imagenet import IMAGENET_ADAPTERS
 from clipmerge.data.splits import image_folder
 from clipmerge.errors import ClipmergeError
 
@@ -44,7 +45,7 @@ def imagefolder(root, transform, classnames: list[str] | None) -> EvalSet:
     return EvalSet(dataset, column_projection(columns), len(columns))
 
 
-ADAPTERS: dict[str, Callable[..., EvalSet]] = {"imagefolder": imagefolder}
+ADAPTERS: dict[str, Callable[..., EvalSet]] = {"imagefolder": imagefolder, **IMAGENET_ADAPTERS}
 
 
 def build_eval_set(adapter: str, root, transform, classnames: list[str] | None = None) -> EvalSet:
