@@ -98,6 +98,16 @@ def eval_roles():
     return f"--id {config['eval']['id']} --shifts {' '.join(config['eval']['shifts'])}"
 
 
+def model_dir(wildcards, input):
+    """The folder of a model's files, derived from its meta.json input."""
+    return os.path.dirname(input.meta)
+
+
+def models_dir(wildcards, input):
+    """results/<study>/models, derived from the first meta.json input."""
+    return os.path.dirname(os.path.dirname(input.meta[0]))
+
+
 def get_final_output():
     return [
         f"results/{STUDY}/tables/comparison.csv",

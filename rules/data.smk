@@ -10,6 +10,8 @@ rule make_world:
         flags=plan.cli_flags(config.get("world", {})),
     log:
         "logs/{study}/make_world.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge make-world --out results/{wildcards.study}/data {params.flags} > {log} 2>&1"
 
@@ -25,6 +27,8 @@ rule split_heldout:
         seed=config["train"]["heldout_seed"],
     log:
         "logs/{study}/split_heldout.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge split-heldout --train-root {params.root} --per-class {params.per_class}"
         " --seed {params.seed} --out {output} > {log} 2>&1"

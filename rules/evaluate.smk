@@ -18,6 +18,8 @@ rule evaluate:
         runtime=60,
     log:
         "logs/{study}/evaluate/{model}/{eval_set}.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge evaluate --model {input.model} --model-id {wildcards.model} --eval-set {wildcards.eval_set}"
         " --adapter {params.adapter} --root {params.root} --classnames {params.classnames}"

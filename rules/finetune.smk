@@ -20,6 +20,8 @@ rule finetune:
         runtime=24 * 60,
     log:
         "logs/{study}/finetune/seed{seed}.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seed {wildcards.seed} {params.flags} --workers {threads}"

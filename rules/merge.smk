@@ -15,6 +15,8 @@ rule merge_model_stock:
         mem_mb=4000,
     log:
         "logs/{study}/merge/model_stock.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge merge --method model_stock --anchor {input.anchor} --inputs {input.finetuned}"
         " --out {output.weights} > {log} 2>&1"
@@ -31,6 +33,8 @@ rule merge_uniform_soup:
         mem_mb=4000,
     log:
         "logs/{study}/merge/uniform_soup.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge merge --method uniform_soup --inputs {input.finetuned} --out {output.weights} > {log} 2>&1"
 
@@ -47,6 +51,8 @@ rule merge_wise_ft:
         mem_mb=4000,
     log:
         "logs/{study}/merge/wise_ft_a{alpha}.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge merge --method wise_ft --anchor {input.zeroshot} --inputs {input.finetuned}"
         " --alpha {wildcards.alpha} --out {output.weights} > {log} 2>&1"
@@ -70,6 +76,8 @@ rule greedy_soup:
         runtime=12 * 60,
     log:
         "logs/{study}/merge/greedy_soup.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge greedy-soup --inputs {input.finetuned} --train-root {params.root}"
         " --heldout {input.heldout} --accept {params.accept} --workers {threads}"
@@ -96,6 +104,8 @@ rule model_stock_periodic:
         runtime=48 * 60,
     log:
         "logs/{study}/merge/model_stock_periodic.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge periodic --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seeds {params.seeds} {params.flags} {params.periodic} --workers {threads}"

@@ -18,6 +18,8 @@ if WORLD:
             runtime=60,
         log:
             "logs/{study}/pretrain_demo.log",
+        conda:
+            "../envs/torch.yaml"
         shell:
             "clipmerge pretrain --world results/{wildcards.study}/data --arch {params.arch} {params.flags}"
             " --out {output.weights} > {log} 2>&1"
@@ -37,6 +39,8 @@ else:
             pretrained=config["model"]["pretrained"],
         log:
             "logs/{study}/fetch_pretrained.log",
+        conda:
+            "../envs/torch.yaml"
         shell:
             "clipmerge fetch-pretrained --arch {params.arch} --pretrained {params.pretrained}"
             " --out {output.weights} > {log} 2>&1"
@@ -55,6 +59,8 @@ rule build_zeroshot:
         templates=templates_flag(),
     log:
         "logs/{study}/build_zeroshot.log",
+    conda:
+        "../envs/torch.yaml"
     shell:
         "clipmerge zeroshot --pretrained {input.pretrained} --classnames {params.classnames}"
         " --templates {params.templates} --out {output.weights} > {log} 2>&1"

@@ -11,10 +11,12 @@ rule compile_table:
         md="results/{study}/tables/comparison.md",
         html="results/{study}/tables/comparison.html",
     params:
-        models_dir="results/{study}/models",
+        models_dir=models_dir,
         roles=eval_roles(),
     log:
         "logs/{study}/report/table.log",
+    conda:
+        "../envs/tracking.yaml"
     shell:
         "clipmerge table --evals {input.evals} --models-dir {params.models_dir} {params.roles}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
@@ -28,10 +30,12 @@ rule plot_results:
         plots=report(expand("results/{{study}}/plots/{plot}.png", plot=PLOTS),
                      caption="../workflow/report/plots.rst", category="Plots"),
     params:
-        models_dir="results/{study}/models",
+        models_dir=models_dir,
         roles=eval_roles(),
     log:
         "logs/{study}/report/plots.log",
+    conda:
+        "../envs/tracking.yaml"
     shell:
         "clipmerge plots --evals {input.evals} --models-dir {params.models_dir} {params.roles}"
         " --out-dir results/{wildcards.study}/plots > {log} 2>&1"

@@ -11,6 +11,8 @@ rule init_mlflow:
         experiment=config.get("mlflow", {}).get("experiment", f"clipmerge/{STUDY}"),
     log:
         "logs/{study}/track/init_mlflow.log",
+    conda:
+        "../envs/tracking.yaml"
     shell:
         "clipmerge init-mlflow --tracking-uri {params.uri} --experiment {params.experiment}"
         " --out {output} > {log} 2>&1"
@@ -24,10 +26,12 @@ rule log_mlflow:
     output:
         "results/{study}/tracking/{model}.json",
     params:
-        model_dir="results/{study}/models/{model}",
+        model_dir=model_dir,
         roles=eval_roles(),
     log:
         "logs/{study}/track/{model}.log",
+    conda:
+        "../envs/tracking.yaml"
     shell:
         "clipmerge log-mlflow --receipt {input.receipt} --model-dir {params.model_dir} --evals {input.evals}"
         " {params.roles} --out {output} > {log} 2>&1"
@@ -43,6 +47,8 @@ rule log_summary:
         "results/{study}/tracking/summary.json",
     log:
         "logs/{study}/track/summary.log",
+    conda:
+        "../envs/tracking.yaml"
     shell:
         "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.plots}"
         " --out {output} > {log} 2>&1"

@@ -71,8 +71,8 @@ def pretrain(model, images, texts, epochs: int, batch_size: int, lr: float, seed
             batch = torch.where(flip[idx, None, None, None], images[idx].flip(-1), images[idx])
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(step, total, warmup=max(1, total // 20), base=lr)
-            out = model(batch, texts[idx])
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            image_features, text_features, logit_scale = model(batch, texts[idx])
+            loss = loss_fn(image_features, text_features, logit_scale)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,59 @@
+"""Dry runs: lint, the demo and paper-scale DAGs, and what a config change reruns (no jobs executed)."""
+
+import shutil
+
+import pytest
+import yaml
+
+from snakemake_runner import REPO, planned_jobs, snakemake
+
+def test_lint_is_clean():
+    proc = snakemake(REPO, "--lint", configfile=None)
+    assert "Lints for" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_demo_dag_plans_every_stage(tmp_path):
+    jobs = planned_jobs(tmp_path, configfile=REPO / "config" / "config.yaml")
+    models = 1 + 4 + 4 + 5  # zeroshot, 4 seeds, uniform/greedy/stock/periodic, 5 WiSE-FT alphas
+    assert jobs["evaluate"] == models * 6
+    assert jobs["finetune"] == 4 and jobs["log_mlflow"] == models
+    for rule in ("make_world", "pretrain_demo", "build_zeroshot", "split_heldout", "merge_model_stock",
+                 "merge_uniform_soup", "greedy_soup", "model_stock_periodic", "compile_table", "plot_results",
+                 "init_mlflow", "log_summary", "all"):
+        assert jobs[rule] == 1, rule
+    assert jobs["merge_wise_ft"] == 5
+
+
+def paper_config(tmp_path, seeds=4):
+    config = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
+    for spec in [config["train"]["data"], *config["eval"]["sets"].values()]:
+        (tmp_path / spec["root"]).mkdir(parents=True, exist_ok=True)
+    config["finetune"]["seeds"] = list(range(seeds))
+    path = tmp_path / "imagenet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_paper_scale_dag_plans_from_dataset_roots(tmp_path):
+    jobs = planned_jobs(tmp_path, configfile=paper_config(tmp_path))
+    assert jobs["fetch_pretrained"] == 1 and "make_world" not in jobs and "pretrain_demo" not in jobs
+    assert jobs["evaluate"] == (1 + 4 + 5) * 6  # zeroshot, 4 fine-tunes, 4 merges + WiSE-FT 0.5
+
+
+def test_missing_dataset_root_stops_before_any_job(tmp_path):
+    config = paper_config(tmp_path)
+    shutil.rmtree(tmp_path / "datasets" / "imagenet-a")
+    proc = snakemake(tmp_path, "-n", configfile=config, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "eval.sets.imagenet_a.root: 'datasets/imagenet-a' does not exist" in out
+    assert "200 wnid folders" in out and not (tmp_path / "results").exists()
+
+
+def test_unknown_config_key_is_named(tmp_path):
+    config = yaml.safe_load((REPO / "tests" / "workflow" / "tiny.yaml").read_text())
+    config["finetune"]["learning_rate"] = 0.1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "-n", configfile=path, check=False)
+    assert proc.returncode != 0 and "'learning_rate' was unexpected" in proc.stdout + proc.stderr
