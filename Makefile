@@ -5,6 +5,8 @@ CORES ?= 2
 # The CPU/CUDA torch wheels this project is tested with; override on a GPU cluster if needed.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(CURDIR)/$(VENV)/bin
+STUDY ?= demo
+MLFLOW_PORT ?= 5000
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup demo test test-fast lint mlflow-ui clean-demo
@@ -28,6 +30,12 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/snakemake --lint
+
+# The MLflow UI on the study's store, bound to 127.0.0.1 only.
+mlflow-ui: setup
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/results/$(STUDY)/mlflow.db \
+		--artifacts-destination $(CURDIR)/results/$(STUDY)/mlartifacts \
+		--host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1
 
 clean-demo:
 	rm -rf results/demo logs/demo

@@ -108,6 +108,10 @@ def models_dir(wildcards, input):
     return os.path.dirname(os.path.dirname(input.meta[0]))
 
 
+def config_hash(wildcards):
+    return plan.config_hash(config, wildcards.model)
+
+
 def get_final_output():
     return [
         f"results/{STUDY}/tables/comparison.csv",

@@ -32,10 +32,11 @@ rule plot_results:
     params:
         models_dir=models_dir,
         roles=eval_roles(),
+        plots=" ".join(PLOTS),
     log:
         "logs/{study}/report/plots.log",
     conda:
         "../envs/tracking.yaml"
     shell:
         "clipmerge plots --evals {input.evals} --models-dir {params.models_dir} {params.roles}"
-        " --out-dir results/{wildcards.study}/plots > {log} 2>&1"
+        " --plots {params.plots} --out-dir results/{wildcards.study}/plots > {log} 2>&1"

@@ -28,13 +28,14 @@ rule log_mlflow:
     params:
         model_dir=model_dir,
         roles=eval_roles(),
+        config_hash=config_hash,
     log:
         "logs/{study}/track/{model}.log",
     conda:
         "../envs/tracking.yaml"
     shell:
         "clipmerge log-mlflow --receipt {input.receipt} --model-dir {params.model_dir} --evals {input.evals}"
-        " {params.roles} --out {output} > {log} 2>&1"
+        " {params.roles} --config-hash {params.config_hash} --out {output} > {log} 2>&1"
 
 
 rule log_summary:

@@ -129,3 +129,25 @@ def plot_names(config: dict) -> list[str]:
     methods = config["merge"]["methods"]
     optional = {"wise_ft": "wise_ft_curve", "model_stock": "model_stock_ratios", "greedy_soup": "greedy_soup"}
     return ["id_vs_shifts", *(plot for method, plot in optional.items() if method in methods)]
+
+
+def config_hash(config: dict, model: str) -> str:
+    """Short hash of exactly the config sections that define ``model`` (its MLflow provenance tag), so
+    changing one stage's keys changes only the hashes of the models that depend on it."""
+    import hashlib
+    import json
+
+    sections = {key: config.get(key) for key in ("model", "world", "pretrain", "zeroshot")}
+    if model != "zeroshot":
+        sections["train"] = config["train"]
+        sections["finetune"] = {k: v for k, v in config["finetune"].items() if k != "seeds"}
+    if model.startswith("finetune_seed"):
+        sections["seed"] = int(model.removeprefix("finetune_seed"))
+    elif model.startswith("wise_ft_a"):
+        sections["merge"] = {"alpha": float(model.removeprefix("wise_ft_a")), "seed": wise_ft_cfg(config)["seed"]}
+    elif model != "zeroshot":
+        sections["merge"] = {"method": model, **config["merge"].get(model, {})}
+        if model in ("uniform_soup", "greedy_soup"):
+            sections["merge"]["seeds"] = config["finetune"]["seeds"]
+    blob = json.dumps(sections, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]

@@ -84,3 +84,13 @@ def test_plots_follow_methods(config):
     assert plan.plot_names(config) == ["id_vs_shifts", "wise_ft_curve", "model_stock_ratios", "greedy_soup"]
     config["merge"]["methods"] = ["uniform_soup"]
     assert plan.plot_names(config) == ["id_vs_shifts"]
+
+
+def test_config_hash_changes_only_for_dependent_models(config):
+    before = {m: plan.config_hash(config, m) for m in plan.model_ids(config)}
+    config["merge"]["greedy_soup"]["accept"] = "geq"
+    after = {m: plan.config_hash(config, m) for m in plan.model_ids(config)}
+    assert [m for m in before if before[m] != after[m]] == ["greedy_soup"]
+    config["finetune"]["lr"] = 0.5
+    changed = {m for m in before if plan.config_hash(config, m) != after[m]}
+    assert changed == set(plan.model_ids(config)) - {"zeroshot"}
