@@ -1,0 +1,151 @@
+"""`clipmerge finetune` on tiny data: outputs and their contract, SIGTERM + rerun bit-identity, NaN errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipmerge.checkpoint import load_weights, read_meta, write_json
+from clipmerge.cli import main
+from clipmerge.finetune import resume
+from clipmerge.models import TINY_ARCH, classifier_arch, new_classifier, save_classifier
+
+COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
+
+
+def make_tiny_task(root: Path) -> dict[str, Path]:
+    """4 colour classes x 12 noisy 32x32 PNGs, one per class held out (44 to train on), and a
+    zero-shot-like init with a meta.json naming its pre-trained weights."""
+    rng = np.random.default_rng(0)
+    for c, colour in enumerate(COLOURS):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(12):
+            pixels = np.clip(rng.normal(colour, 60, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    (root / "heldout.txt").write_text("".join(f"class{c}/0.png\n" for c in range(4)))
+    init = root / "models" / "zeroshot" / "model.safetensors"
+    torch.manual_seed(0)
+    save_classifier(new_classifier(TINY_ARCH, 4), init, TINY_ARCH)
+    write_json(init.with_name("meta.json"), {"model": "zeroshot", "pretrained": "demo-pretrained"})
+    return {"train": root / "train", "heldout": root / "heldout.txt", "init": init}
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> dict[str, Path]:
+    return make_tiny_task(tmp_path_factory.mktemp("task"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """In-process training on one intra-op thread (see _clipmerge), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def finetune_args(task, out: Path, *flags) -> list[str]:
+    return ["finetune", "--init", str(task["init"]), "--train-root", str(task["train"]),
+            "--heldout", str(task["heldout"]), "--out", str(out), "--device", "cpu",
+            "--batch-size", "8", "--warmup-steps", "2", "--lr", "1e-3", *flags]
+
+
+def test_finetune_writes_model_meta_history_and_removes_its_state(task, tmp_path):
+    out = tmp_path / "models" / "finetune_seed3" / "model.safetensors"
+    history = tmp_path / "logs" / "history.jsonl"
+    code = main(finetune_args(task, out, "--seed", "3", "--epochs", "2", "--workers", "0",
+                              "--checkpoint-every", "4", "--history", str(history)))
+    assert code == 0
+    assert classifier_arch(out) == (TINY_ARCH, 4)
+    meta = read_meta(out)
+    assert {k: meta[k] for k in ("model", "method", "arch", "pretrained", "seed", "ingredients")} == {
+        "model": "finetune_seed3", "method": "finetune", "arch": TINY_ARCH, "pretrained": "demo-pretrained",
+        "seed": 3, "ingredients": [],
+    }
+    assert meta["hparams"]["total_steps"] == 10 and meta["hparams"]["device"] == "cpu"
+    assert meta["hparams"]["lr"] == 1e-3 and meta["git_sha"]
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 11))
+    assert not (out.parent / "train_state").exists()
+    changed = load_weights(out)["head.weight"] != load_weights(task["init"])["head.weight"]
+    assert changed.any()
+
+
+def test_nan_loss_exits_2_naming_the_step(task, tmp_path, capsys):
+    out = tmp_path / "finetune_seed0" / "model.safetensors"
+    code = main(finetune_args(task, out, "--seed", "0", "--steps", "8", "--workers", "0", "--lr", "1e30",
+                              "--warmup-steps", "0", "--grad-clip", "0", "--checkpoint-every", "1"))
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "loss is nan at step" in error and "last good checkpoint" in error
+    assert not out.exists()
+
+
+def test_recipe_errors_exit_2(task, tmp_path, capsys):
+    out = tmp_path / "finetune_seed0" / "model.safetensors"
+    assert main(finetune_args(task, out, "--seed", "0", "--accum-steps", "3")) == 2
+    assert "accum_steps" in capsys.readouterr().err
+
+
+def _sigterm_after_lines(proc: subprocess.Popen, history: Path, lines: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= lines:
+            proc.send_signal(signal.SIGTERM)
+            return
+        time.sleep(0.01)
+
+
+def _clipmerge(args: list[str], log: Path) -> subprocess.Popen:
+    # One intra-op thread: on a shared 2-core machine, two threads per process spin against each other
+    # (measured 10-25x slower per step). Both runs get the same setting, so their kernels are the same.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "clipmerge.cli", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env)
+
+
+@pytest.mark.slow  # two process start-ups (torch + open_clip imports) in sequence: 20-50 s on 2 shared cores
+def test_sigterm_then_rerun_ends_bit_identical_to_an_uninterrupted_run(task, tmp_path):
+    """A real subprocess is stopped with SIGTERM between checkpoints (after the first one), saves,
+    exits 143, and a rerun (with another worker count) resumes to exactly the uninterrupted weights."""
+    steps, every = 60, 5
+    flags = ["--seed", "1", "--steps", str(steps), "--checkpoint-every", str(every), "--accum-steps", "2",
+             "--mixup-alpha", "0.4", "--randaugment-ops", "2", "--label-smoothing", "0.1"]
+    reference = tmp_path / "reference" / "model.safetensors"
+    resumed = tmp_path / "resumed" / "model.safetensors"
+    state = resumed.parent / "train_state"
+
+    # The reference and the run to interrupt train at the same time (they are independent).
+    reference_proc = _clipmerge(finetune_args(task, reference, *flags, "--workers", "0"), tmp_path / "ref.log")
+    interrupted = _clipmerge(finetune_args(task, resumed, *flags, "--workers", "1"), tmp_path / "int.log")
+    signaller = threading.Thread(target=_sigterm_after_lines, args=(interrupted, state / "history.jsonl", every + 2))
+    signaller.start()
+    signaller.join()
+    assert interrupted.wait(timeout=120) == 128 + signal.SIGTERM, (tmp_path / "int.log").read_text()
+    saved = resume.latest_step(state)
+    assert every < saved < steps  # saved at the signal, not only at the periodic checkpoint
+    assert not resumed.exists()
+
+    rerun = _clipmerge(finetune_args(task, resumed, *flags, "--workers", "0"), tmp_path / "rerun.log")
+    assert rerun.wait(timeout=300) == 0, (tmp_path / "rerun.log").read_text()
+    assert reference_proc.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()
+    assert f"resumed from {state} at step {saved}" in (tmp_path / "rerun.log").read_text()
+
+    expected, got = load_weights(reference), load_weights(resumed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    history = [json.loads(line) for line in resumed.with_name("history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, steps + 1))
+    reference_history = reference.with_name("history.jsonl").read_text().splitlines()
+    assert [h["loss"] for h in history] == [json.loads(line)["loss"] for line in reference_history]
+    assert not state.exists()
