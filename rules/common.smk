@@ -64,7 +64,10 @@ def classnames_spec(wildcards):
 
 
 def templates_flag():
+    """'world' = the generated world's templates file (worded like its captions)."""
     templates = config["zeroshot"]["templates"]
+    if templates == "world":
+        templates = f"results/{STUDY}/data/templates.txt"
     values = [templates] if isinstance(templates, str) else templates
     return " ".join(f"'{t}'" for t in values)
 

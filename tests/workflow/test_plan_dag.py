@@ -2,10 +2,9 @@
 
 import shutil
 
-import pytest
 import yaml
-
 from snakemake_runner import REPO, planned_jobs, snakemake
+
 
 def test_lint_is_clean():
     proc = snakemake(REPO, "--lint", configfile=None)
