@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 
 
 def make_deterministic(device: torch.device) -> None:
-    """Deterministic kernels where torch has them. On CPU this costs nothing measurable and makes a
-    resumed run bit-identical; on CUDA it needs the cuBLAS workspace setting (set before CUDA starts)."""
+    """Deterministic kernels where torch has them (warning once where it has none).
+
+    On CPU this costs nothing measurable and makes same-seed and resumed runs bit-identical. On CUDA
+    cuBLAS needs its workspace setting (set before CUDA starts); a few kernels (e.g. memory-efficient
+    attention backward) stay nondeterministic, so CUDA runs are reproducible only up to rounding.
+    """
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
