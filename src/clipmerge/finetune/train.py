@@ -178,10 +178,10 @@ class SeedRun:
         mean_loss = float(loss_sum) / recipe.batch_size
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"{self.name}: loss is {mean_loss} at step {step + 1}")
-        if recipe.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip)
-            if not torch.isfinite(norm):
-                raise NonFiniteLoss(f"{self.name}: gradient norm is {float(norm)} at step {step + 1}")
+        # Without clipping (max norm inf: grads are scaled by exactly 1) the norm still guards the update.
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), recipe.grad_clip or math.inf)
+        if not torch.isfinite(norm):
+            raise NonFiniteLoss(f"{self.name}: gradient norm is {float(norm)} at step {step + 1}")
         self.optimizer.step()
         return {"loss": mean_loss, "lr": lr, "train_top1": 100.0 * int(correct) / recipe.batch_size}
 
