@@ -119,6 +119,20 @@ def test_integer_buffers_come_from_the_anchor():
     assert torch.equal(merged, w0) and diag.guard == "non_float" and diag.t is None
 
 
+def test_scratch_buffer_gives_the_same_bits_and_wrong_scratch_is_ignored():
+    w0 = torch.randn(6, 5)
+    ws = [w0 + torch.randn(6, 5) + 1 for _ in range(3)]
+    plain, diag = model_stock(ws, w0)
+    for scratch in (torch.full((100,), float("nan")), torch.empty(10), torch.empty(100, dtype=torch.float64)):
+        merged, scratch_diag = model_stock(ws, w0, scratch=scratch)
+        assert torch.equal(merged, plain) and scratch_diag == diag
+
+
+def test_overflowing_deltas_are_an_error_not_a_silent_nan():
+    with pytest.raises(ClipmergeError, match="overflow"):
+        model_stock([torch.full((4,), 1e30), torch.full((4,), 2e30)], torch.zeros(4))
+
+
 def test_rejects_fewer_than_two_models_and_unknown_average():
     with pytest.raises(ClipmergeError, match="at least 2"):
         model_stock([torch.ones(2)], torch.zeros(2))

@@ -2,8 +2,9 @@
 
 Memory: for each tensor key, the method sees a lazy column that reads that tensor from each input
 only when iterated, and the merged tensor is written out at once. Uniform soup and WiSE-FT therefore
-hold about one tensor per input at a time; Model Stock holds an [N, numel] float32 buffer of deltas of
-the current tensor (it needs every pairwise angle). Nothing ever holds a whole model.
+hold about one tensor per input at a time; Model Stock holds an [N, numel] float32 buffer of deltas
+(it needs every pairwise angle), allocated once for the largest tensor and reused. Nothing ever holds
+a whole model.
 
 Safety: every input is validated (readable header, same keys/shapes/dtypes/metadata) before a byte is
 written; tensors are checked finite as they are read; the output appears atomically at the end, so a
@@ -18,6 +19,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from clipmerge.errors import ClipmergeError
 from clipmerge.merging.model_stock import TensorDiagnostics, summarize
@@ -91,6 +94,10 @@ def merge_checkpoints(
     log.info("%s: merging %d tensors of %d inputs into %s", method, len(layout.specs), len(inputs), out)
 
     report = MergeReport(method, options, layout)
+    call_options = dict(options)
+    if spec.uses_scratch:
+        largest = max((s.nbytes // s.dtype.itemsize for s in layout.specs.values()), default=0)
+        call_options["scratch"] = torch.empty(len(inputs) * largest, dtype=torch.float32)
     readers = [TensorReader(p) for p in inputs]
     anchor_reader = TensorReader(anchor) if anchor is not None else None
     try:
@@ -99,7 +106,7 @@ def merge_checkpoints(
             for key in write_order(layout.specs):
                 anchor_tensor = anchor_reader.get(key) if anchor_reader else None
                 try:
-                    tensor, diagnostics = spec.merge_tensor(_Column(readers, key), anchor_tensor, **options)
+                    tensor, diagnostics = spec.merge_tensor(_Column(readers, key), anchor_tensor, **call_options)
                 except ClipmergeError as e:
                     raise ClipmergeError(f"tensor {key!r}: {e}") from e
                 if diagnostics is not None:

@@ -60,6 +60,7 @@ def model_stock(
     average: Average = "angles",
     clamp_negative: bool = True,
     eps: float = EPS,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, TensorDiagnostics]:
     """Merge one tensor of N fine-tuned models with Model Stock.
 
@@ -71,6 +72,10 @@ def model_stock(
             (mean pairwise cosine, as mergekit).
         clamp_negative: clamp a negative mean cosine to 0 (t = 0, result w0).
         eps: delta norms at or below this count as zero.
+        scratch: optional 1-D buffer (float32, or float64 for float64 inputs) of at least N * numel
+            elements that receives the deltas; its contents are overwritten. The streaming driver
+            reuses one for every tensor: a fresh [N, numel] buffer per tensor made the OS fault in N
+            model-sizes of new pages per merge, about 40% of a 32-model merge's time.
 
     Returns:
         The merged tensor (anchor's dtype) and its diagnostics.
@@ -89,15 +94,21 @@ def model_stock(
     compute = torch.promote_types(anchor.dtype, torch.float32)
     w0 = anchor.reshape(-1).to(compute)
     # One [N, P] buffer of deltas, filled row by row: memory is N copies of this tensor only.
-    deltas = torch.empty((n, w0.numel()), dtype=compute)
+    size = n * w0.numel()
+    if scratch is not None and scratch.dtype == compute and scratch.numel() >= size:
+        deltas = scratch[:size].view(n, w0.numel())
+    else:
+        deltas = torch.empty((n, w0.numel()), dtype=compute)
+    delta_sum = torch.zeros_like(w0)
     for row, w in zip(deltas, finetuned, strict=True):
         torch.sub(w.reshape(-1).to(compute), w0, out=row)
+        delta_sum.add_(row)  # summed while the row is still in cache, instead of a pass over all deltas
     cos, angle_deg, guard = _mean_cosine(deltas, average, eps)
     if cos < 0 and clamp_negative:
         cos, guard = 0.0, "negative_cos"
     t = _ratio(n, cos)
-    # w_avg = w0 + mean(d): the deltas are already in memory, the inputs are not.
-    w_avg = deltas.mean(dim=0).add_(w0)
+    # w_avg = w0 + mean(d): the deltas are in memory, the inputs (read one at a time) are not.
+    w_avg = delta_sum.div_(n).add_(w0)
     merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
     return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
 
@@ -105,6 +116,8 @@ def model_stock(
 def _mean_cosine(deltas: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:
     """Mean pairwise cosine (per ``average``) and mean pairwise angle of the rows of ``deltas``."""
     gram = (deltas @ deltas.T).double()  # one GEMM gives every pairwise dot product
+    if not torch.isfinite(gram).all():
+        raise ClipmergeError("model_stock: delta dot products overflow float32 (deltas above ~1e19?)")
     norms = gram.diagonal().clamp(min=0).sqrt()
     moving = norms > eps
     cosines = (gram / torch.outer(norms, norms).clamp(min=torch.finfo(torch.float64).tiny)).clamp(-1, 1)

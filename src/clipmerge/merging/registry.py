@@ -35,6 +35,8 @@ class MergeMethod:
     needs_anchor: bool = False
     min_inputs: int = 1
     max_inputs: int | None = None
+    # merge_tensor takes ``scratch``, a float32 buffer of N x numel elements the driver reuses.
+    uses_scratch: bool = False
 
 
 def _uniform_soup_tensor(tensors: Collection[torch.Tensor], anchor: None):
@@ -51,7 +53,7 @@ REGISTRY: dict[str, MergeMethod] = {
     for m in (
         MergeMethod(
             "model_stock", "Model Stock", "https://arxiv.org/abs/2403.19522", model_stock,
-            model_stock, needs_anchor=True, min_inputs=2,
+            model_stock, needs_anchor=True, min_inputs=2, uses_scratch=True,
         ),
         MergeMethod(
             "uniform_soup", "Uniform Soup", "https://arxiv.org/abs/2203.05482", uniform_soup,
