@@ -8,7 +8,8 @@ read from the page cache:
   the I/O any merge of N files into one must do, with no arithmetic.
 - ``stream``: ``clipmerge.merging.merge_checkpoints`` (the code `clipmerge merge` runs).
 - ``naive``: load all N inputs (and the anchor) into memory, merge each key with the same pure
-  function, ``save_file`` the result. Skipped above ``--naive-max-n`` (N full models in RAM).
+  function, save the result with ``checkpoint.save_weights`` (``save_file``, atomic, fsync).
+  Skipped above ``--naive-max-n`` (N full models in RAM).
 
 Memory is the rise of the process's peak RSS over its RSS just before the operation: the worker
 resets the high-water mark (``/proc/self/clear_refs`` = 5) after imports, and reads VmHWM after.
@@ -49,8 +50,8 @@ def worker(spec: dict) -> dict:
     """Run one measured operation in this (fresh) process and return its time and memory."""
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
+    from clipmerge.checkpoint import save_weights
     from clipmerge.merging import get, merge_checkpoints
     from clipmerge.streaming import read_layout, write_order, write_streaming
 
@@ -90,7 +91,7 @@ def worker(spec: dict) -> dict:
             k: merge([s[k] for s in states], base[k] if spec["method"] == "model_stock" else None)[0]
             for k in base
         }
-        save_file(merged, out, metadata=metadata)
+        save_weights(merged, out, metadata=metadata)  # atomic + fsync, like the streaming writer
 
     operation = {"read_once": read_once, "io_floor": io_floor, "stream": stream, "naive": naive}[spec["mode"]]
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
