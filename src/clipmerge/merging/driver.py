@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,9 +99,9 @@ def merge_checkpoints(
     if spec.uses_scratch:
         largest = max((s.nbytes // s.dtype.itemsize for s in layout.specs.values()), default=0)
         call_options["scratch"] = torch.empty(len(inputs) * largest, dtype=torch.float32)
-    readers = [TensorReader(p) for p in inputs]
-    anchor_reader = TensorReader(anchor) if anchor is not None else None
-    try:
+    with ExitStack() as open_files:
+        readers = [open_files.enter_context(TensorReader(p)) for p in inputs]
+        anchor_reader = open_files.enter_context(TensorReader(anchor)) if anchor is not None else None
 
         def merged_tensors():
             for key in write_order(layout.specs):
@@ -114,10 +115,6 @@ def merge_checkpoints(
                 yield key, tensor
 
         write_streaming(out, layout, merged_tensors())
-    finally:
-        for reader in [*readers, anchor_reader]:
-            if reader is not None:
-                reader.close()
     _log_guards(report.tensors)
     return report
 

@@ -20,9 +20,10 @@ from clipmerge.merging.model_stock import model_stock
 from clipmerge.merging.uniform_soup import uniform_soup
 from clipmerge.merging.wise_ft import wise_ft
 
-# The config schema's method enum and the workflow's {method} wildcard use exactly these names.
+# The config schema's method enum (a list, so `enum == METHOD_NAMES` compares) and the {method} wildcard
+# use exactly these names.
 # model_stock_periodic is a training procedure (clipmerge.periodic), not a merge of finished models.
-METHOD_NAMES = ("uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "wise_ft")
+METHOD_NAMES = ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "wise_ft"]
 
 
 @dataclass(frozen=True)
