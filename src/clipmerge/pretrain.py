@@ -88,9 +88,9 @@ def pretrain(model, images, texts, epochs: int, batch_size: int, lr: float, seed
 def configure(parser) -> None:
     parser.add_argument("--world", required=True, help="demo world folder (with pretrain/captions.tsv)")
     parser.add_argument("--arch", default="clipmerge-tiny")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output model.safetensors")
 

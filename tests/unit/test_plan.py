@@ -20,7 +20,7 @@ def test_model_ids_follow_table_order(config):
     assert plan.model_ids(config) == [
         "zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "finetune_seed3",
         "uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic",
-        "wise_ft_a0", "wise_ft_a0.25", "wise_ft_a0.5", "wise_ft_a0.75", "wise_ft_a1",
+        "wise_ft_a0.25", "wise_ft_a0.5", "wise_ft_a0.75",
     ]
 
 

@@ -81,3 +81,12 @@ def test_adding_a_seed_trains_only_the_new_seed(run_dir):
     # the soups take every seed; Model Stock, its periodic variant and WiSE-FT name their seeds
     assert {"merge_uniform_soup", "greedy_soup"} <= set(jobs)
     assert not {"merge_model_stock", "model_stock_periodic", "merge_wise_ft", "build_zeroshot"} & set(jobs)
+
+
+def test_report_embeds_table_and_plots(run_dir):
+    report = run_dir / "report.html"
+    snakemake(run_dir, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 10_000
+    for name in ("comparison.csv", "id_vs_shifts.png", "model_stock_ratios.png"):
+        assert name in html, name
