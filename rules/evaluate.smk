@@ -13,7 +13,6 @@ rule evaluate:
         root=eval_root,
         classnames=classnames_spec,
         batch_size=config["eval"]["batch_size"],
-    threads: 2
     resources:
         runtime=60,
     log:

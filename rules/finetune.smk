@@ -1,5 +1,7 @@
 # End-to-end fine-tuning, one job per seed. Params exclude the seed list, so adding a seed trains
 # only the new seed; any other fine-tuning key retrains every seed and what depends on them.
+# {threads} = DataLoader workers: 1 by default (small CPU jobs run best side by side); the SLURM
+# profile raises it for GPU nodes.
 
 
 rule finetune:
@@ -15,7 +17,6 @@ rule finetune:
     params:
         root=train_root,
         flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
-    threads: 2
     resources:
         runtime=24 * 60,
     log:

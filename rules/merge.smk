@@ -71,7 +71,6 @@ rule greedy_soup:
     params:
         root=train_root,
         accept=config["merge"].get("greedy_soup", {}).get("accept", "strict"),
-    threads: 2
     resources:
         runtime=12 * 60,
     log:
@@ -99,7 +98,6 @@ rule model_stock_periodic:
         seeds=" ".join(map(str, PERIODIC_SEEDS)),
         flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
         periodic=plan.cli_flags(config["merge"].get("model_stock_periodic", {}), exclude={"seeds"}),
-    threads: 2
     resources:
         runtime=48 * 60,
     log:
