@@ -23,6 +23,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
 	@cat results/demo/tables/comparison.md
+	@$(BIN)/python -c "import json; s = json.load(open('results/demo/tracking/summary.json')); \
+		print('\nMLflow (make mlflow-ui): runs', s['runs_url'], '\ncompare', s['compare_url'])"
 
 test: setup
 	$(BIN)/pytest
