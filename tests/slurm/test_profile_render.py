@@ -1,0 +1,122 @@
+"""slurm/config.yaml renders to the intended sbatch options, without a cluster.
+
+The profile is read by Snakemake's own command-line parser (YTE, environment variables, set-resources)
+and each rule's resources go through snakemake-executor-plugin-slurm's own sbatch builder
+(get_submit_command + set_gres_string, as in Executor.run_job). The -A/-p arguments need sacctmgr/scontrol
+in the plugin, so for those the tests check the resource values the plugin receives.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from snakemake.cli import parse_args
+from snakemake.iocontainers import ResourceList
+from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+from snakemake_executor_plugin_slurm.utils import set_gres_string
+from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
+
+PROFILE = Path(__file__).resolve().parents[2] / "slurm"
+GPU_RULES = ("finetune", "model_stock_periodic", "greedy_soup", "evaluate")
+THREADS = 2  # what the GPU rules declare (data-loader workers); the profile maps threads to --cpus-per-task
+FILE_SIZE_DEFAULTS = {"tmpdir", "disk_mb"}  # Snakemake's own input-size defaults, not read by the plugin
+
+
+def profile_args(*cli):
+    """The arguments of `snakemake --profile slurm <cli>` as Snakemake parses them."""
+    _, args = parse_args(["--profile", str(PROFILE), *cli])
+    return args
+
+
+def rule_resources(args, rule, threads=THREADS) -> dict:
+    """Default resources overlaid with the rule's set-resources, evaluated as for a job of that rule."""
+    merged = {**args.default_resources, **args.set_resources.get(rule, {})}
+    return {
+        name: res.evaluate(wildcards={}, input=[], attempt=1, threads=threads, rulename=rule, async_run=None).value
+        for name, res in merged.items()
+        if name not in FILE_SIZE_DEFAULTS
+    }
+
+
+def sbatch_options(args, rule, resources, threads=THREADS) -> list[str]:
+    """The sbatch command line the plugin builds for one job of `rule` (account/partition left out)."""
+    job = SimpleNamespace(name=rule, threads=threads, resources=ResourceList(fromdict=resources))
+    validate_slurm_extra(job)  # raises for options the plugin manages itself (--gres, --mem, ...)
+    params = {"run_uuid": "uuid", "slurm_logfile": "job.log", "comment_str": f"rule_{rule}",
+              "account": "", "partition": "", "workdir": "/work"}
+    settings = SimpleNamespace(requeue=args.slurm_requeue, no_requeue=False, qos=None, reservation=None)
+    return shlex.split(get_submit_command(job, params, settings=settings) + set_gres_string(job))
+
+
+@pytest.mark.parametrize("rule", GPU_RULES)
+def test_gpu_rules_ask_for_one_gpu_of_any_type_by_default(no_cluster_env, rule):
+    args = profile_args()
+    resources = rule_resources(args, rule)
+    options = sbatch_options(args, rule, resources)
+    assert "--gpus=1" in options
+    assert "--cpus-per-task=2" in options and options[options.index("--mem") + 1] == "32000"
+    # empty = not given: the plugin then uses the cluster's default partition and guesses the account
+    assert resources["slurm_partition"] == "" and resources["slurm_account"] == ""
+
+
+def test_cpu_rules_ask_for_no_gpu_and_their_threads(no_cluster_env):
+    args = profile_args()
+    for rule, threads in (("make_world", 1), ("pretrain_demo", 2)):
+        options = sbatch_options(args, rule, rule_resources(args, rule, threads), threads)
+        assert not any(o.startswith(("--gpus", "--gres")) for o in options)
+        assert f"--cpus-per-task={threads}" in options and "--ntasks=1" in options
+        assert options[options.index("--mem") + 1] == "8000" and options[options.index("-t") + 1] == "60"
+
+
+def test_cluster_facts_come_from_the_environment(no_cluster_env):
+    no_cluster_env.setenv("SLURM_ACCOUNT", "proj42")
+    no_cluster_env.setenv("SLURM_PARTITION", "cpu")
+    no_cluster_env.setenv("SLURM_GPU_PARTITION", "gpu")
+    no_cluster_env.setenv("SLURM_GPU_MODEL", "a100")
+    args = profile_args()
+    for rule in GPU_RULES:
+        resources = rule_resources(args, rule)
+        assert "--gpus=a100:1" in sbatch_options(args, rule, resources)
+        assert (resources["slurm_partition"], resources["slurm_account"]) == ("gpu", "proj42")
+    cpu = rule_resources(args, "merge_uniform_soup")
+    assert (cpu["slurm_partition"], cpu["slurm_account"]) == ("cpu", "proj42")
+
+
+def test_gpu_partition_falls_back_to_the_partition(no_cluster_env):
+    no_cluster_env.setenv("SLURM_PARTITION", "batch")
+    args = profile_args()
+    assert rule_resources(args, "finetune")["slurm_partition"] == "batch"
+
+
+def test_a_partition_named_like_a_python_builtin_stays_a_name(no_cluster_env):
+    no_cluster_env.setenv("SLURM_PARTITION", "all")  # unquoted, Snakemake would evaluate it to all()
+    assert rule_resources(profile_args(), "make_world")["slurm_partition"] == "all"
+
+
+def test_plugin_renders_model_and_count_as_one_gpus_option(no_cluster_env):
+    """The mapping docs/slurm.md relies on for --set-resources finetune:gpu=2 finetune:gpu_model=... ."""
+    args = profile_args()
+    resources = {**rule_resources(args, "finetune"), "gpu": 2, "gpu_model": "a100"}
+    options = sbatch_options(args, "finetune", resources)
+    assert "--gpus=a100:2" in options and not any(o.startswith("--gres") for o in options)
+
+
+@pytest.mark.parametrize("rule", ["finetune", "model_stock_periodic"])
+def test_training_is_signalled_before_its_time_limit_and_requeued_on_preemption(no_cluster_env, rule):
+    args = profile_args()
+    options = sbatch_options(args, rule, rule_resources(args, rule))
+    assert "--signal=TERM@300" in options and "--requeue" in options
+
+
+def test_profile_settings(no_cluster_env):
+    args = profile_args()
+    assert args.executor == "slurm" and args.retries == 2 and args.rerun_incomplete and args.printshellcmds
+    assert args.latency_wait == 60 and args.groups == {"evaluate": "evaluate"} and args.group_components == {
+        "evaluate": 6}
+    # each evaluation batch is one job with one GPU, and GPUs are not tallied across jobs
+    assert args.resources["gpu"].value == 1 and args.set_resource_scopes == {"gpu": "local"}
+    assert args.rerun_triggers == profile_args("--rerun-triggers", "mtime", "params", "input", "software-env",
+                                               "code").rerun_triggers  # the defaults, unchanged
