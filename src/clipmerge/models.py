@@ -47,7 +47,15 @@ def create_clip(arch: str, weights: str | None = None) -> open_clip.CLIP:
         model = _quiet_create(arch)
         state = load_weights(weights) if str(weights).endswith(".safetensors") else None
         if state is None:  # open_clip's own .pt/.bin checkpoints, loaded with weights_only=True
-            open_clip.load_checkpoint(model, weights, weights_only=True)
+            try:
+                open_clip.load_checkpoint(model, weights, weights_only=True)
+            except Exception as e:  # refused pickled code, garbage, or another architecture's tensors
+                lines = [line for line in str(e).splitlines() if line.strip()] or [repr(e)]
+                reason = next((line for line in lines if "GLOBAL" in line), lines[0])
+                raise ClipmergeError(
+                    f"{weights}: not loadable as a {arch} checkpoint with torch.load(weights_only=True), "
+                    f"which never runs pickled code ({type(e).__name__}: {reason[:300]})"
+                ) from e
         else:
             _load_strict(model, state, weights)
         return model
