@@ -24,6 +24,8 @@ rule finetune:
     conda:
         "../envs/torch.yaml"
     shell:
-        "clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
+        # exec: the trainer replaces the shell, so a SLURM signal reaches it and Snakemake waits
+        # until its resumable state is saved.
+        "exec clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seed {wildcards.seed} {params.flags} --workers {threads}"
         " --out {output.weights} --history {output.history} > {log} 2>&1"

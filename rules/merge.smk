@@ -105,6 +105,7 @@ rule model_stock_periodic:
     conda:
         "../envs/torch.yaml"
     shell:
-        "clipmerge periodic --init {input.init} --train-root {params.root} --heldout {input.heldout}"
+        # exec: see rules/finetune.smk.
+        "exec clipmerge periodic --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seeds {params.seeds} {params.flags} {params.periodic} --workers {threads}"
         " --out {output.weights} --history {output.history} > {log} 2>&1"

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from clipmerge.data.images import load_image
 from clipmerge.errors import ClipmergeError
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.samples[index]
-        image = default_loader(path)
+        image = load_image(path)
         if self.border:
             width, height = image.size
             image = image.crop((self.border, self.border, width - self.border, height - self.border))

@@ -13,6 +13,7 @@ from torch.utils.data import Subset
 from torchvision.datasets import ImageFolder
 
 from clipmerge.checkpoint import atomic_write
+from clipmerge.data.images import load_image
 from clipmerge.errors import ClipmergeError
 
 
@@ -21,7 +22,7 @@ def image_folder(root, transform=None) -> ImageFolder:
     if not Path(root).is_dir():
         raise ClipmergeError(f"{root}: dataset folder not found (expected <root>/<class>/<image>)")
     try:
-        return ImageFolder(str(root), transform=transform)
+        return ImageFolder(str(root), transform=transform, loader=load_image)
     except (FileNotFoundError, RuntimeError) as e:
         raise ClipmergeError(f"{root}: not an image folder with one sub-folder per class ({e})") from e
 
