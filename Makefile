@@ -9,7 +9,7 @@ STUDY ?= demo
 MLFLOW_PORT ?= 5000
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test test-fast lint mlflow-ui clean-demo
+.PHONY: setup demo test test-slow lint mlflow-ui clean-demo
 
 setup: $(VENV)/.installed
 
@@ -26,8 +26,12 @@ demo: setup
 	@$(BIN)/python -c "import json; s = json.load(open('results/demo/tracking/summary.json')); \
 		print('\nMLflow (make mlflow-ui): runs', s['runs_url'], '\ncompare', s['compare_url'])"
 
+# The default suite (< 20 min on 2 cores). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not slow and not slurm"
+
+test-slow: setup
+	$(BIN)/pytest -m "slow and not slurm"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -6,8 +6,6 @@ import pytest
 import yaml
 from snakemake_runner import TINY_CONFIG, planned_jobs, snakemake
 
-pytestmark = pytest.mark.slow
-
 MODELS = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "uniform_soup", "greedy_soup",
           "model_stock", "model_stock_periodic", "wise_ft_a0.5"]
 SETS = ["test", "r", "sketch"]
