@@ -19,7 +19,7 @@
 #   SLURM_LAB_DIR  base directory for config, state, logs      [/var/tmp/clipmerge-slurm]
 #                  (not under /root: munged and mariadbd run as their own users and must reach it)
 #   FAKE_GPUS      GPUs the node declares (gres gpu:fake:N)     [2]
-#   CPUS           CPUs the node declares                      [4]
+#   CPUS           CPUs the node declares (two 8-thread GPU jobs) [16]
 #   MEM_MB         RealMemory the node declares, in MB          [128000]
 #   DB_PORT        MariaDB TCP port on 127.0.0.1               [3306]
 #   FORCE          1 = replace a foreign /etc/slurm/slurm.conf (it is backed up)   [0]
@@ -180,7 +180,7 @@ else
 fi
 
 # ---------------------------------------------------------------- slurm.conf + gres.conf
-CPUS=${CPUS:-4}
+CPUS=${CPUS:-16}
 MEM_MB=${MEM_MB:-128000}
 [[ $CPUS =~ ^[1-9][0-9]*$ && $MEM_MB =~ ^[1-9][0-9]*$ ]] || die "CPUS and MEM_MB must be positive integers"
 

@@ -21,7 +21,6 @@ from snakemake_executor_plugin_slurm.validation import validate_slurm_extra
 
 PROFILE = Path(__file__).resolve().parents[2] / "slurm"
 GPU_RULES = ("finetune", "model_stock_periodic", "greedy_soup", "evaluate")
-THREADS = 2  # what the GPU rules declare (data-loader workers); the profile maps threads to --cpus-per-task
 FILE_SIZE_DEFAULTS = {"tmpdir", "disk_mb"}  # Snakemake's own input-size defaults, not read by the plugin
 
 
@@ -31,7 +30,12 @@ def profile_args(*cli):
     return args
 
 
-def rule_resources(args, rule, threads=THREADS) -> dict:
+def threads(args, rule, rule_threads=1) -> int:
+    """A job's threads: the profile's set-threads, else what the rule declares (1 unless it says otherwise)."""
+    return args.set_threads[rule].value if rule in args.set_threads else rule_threads
+
+
+def rule_resources(args, rule, threads) -> dict:
     """Default resources overlaid with the rule's set-resources, evaluated as for a job of that rule."""
     merged = {**args.default_resources, **args.set_resources.get(rule, {})}
     return {
@@ -41,7 +45,7 @@ def rule_resources(args, rule, threads=THREADS) -> dict:
     }
 
 
-def sbatch_options(args, rule, resources, threads=THREADS) -> list[str]:
+def sbatch_options(args, rule, resources, threads) -> list[str]:
     """The sbatch command line the plugin builds for one job of `rule` (account/partition left out)."""
     job = SimpleNamespace(name=rule, threads=threads, resources=ResourceList(fromdict=resources))
     validate_slurm_extra(job)  # raises for options the plugin manages itself (--gres, --mem, ...)
@@ -54,20 +58,22 @@ def sbatch_options(args, rule, resources, threads=THREADS) -> list[str]:
 @pytest.mark.parametrize("rule", GPU_RULES)
 def test_gpu_rules_ask_for_one_gpu_of_any_type_by_default(no_cluster_env, rule):
     args = profile_args()
-    resources = rule_resources(args, rule)
-    options = sbatch_options(args, rule, resources)
+    resources = rule_resources(args, rule, threads(args, rule))
+    options = sbatch_options(args, rule, resources, threads(args, rule))
     assert "--gpus=1" in options
-    assert "--cpus-per-task=2" in options and options[options.index("--mem") + 1] == "32000"
+    # 8 threads = 8 DataLoader workers per GPU
+    assert "--cpus-per-task=8" in options and options[options.index("--mem") + 1] == "32000"
     # empty = not given: the plugin then uses the cluster's default partition and guesses the account
     assert resources["slurm_partition"] == "" and resources["slurm_account"] == ""
 
 
 def test_cpu_rules_ask_for_no_gpu_and_their_threads(no_cluster_env):
     args = profile_args()
-    for rule, threads in (("make_world", 1), ("pretrain_demo", 2)):
-        options = sbatch_options(args, rule, rule_resources(args, rule, threads), threads)
+    for rule, rule_threads in (("make_world", 1), ("pretrain_demo", 2)):
+        n = threads(args, rule, rule_threads)
+        options = sbatch_options(args, rule, rule_resources(args, rule, n), n)
         assert not any(o.startswith(("--gpus", "--gres")) for o in options)
-        assert f"--cpus-per-task={threads}" in options and "--ntasks=1" in options
+        assert f"--cpus-per-task={rule_threads}" in options and "--ntasks=1" in options
         assert options[options.index("--mem") + 1] == "8000" and options[options.index("-t") + 1] == "60"
 
 
@@ -78,36 +84,36 @@ def test_cluster_facts_come_from_the_environment(no_cluster_env):
     no_cluster_env.setenv("SLURM_GPU_MODEL", "a100")
     args = profile_args()
     for rule in GPU_RULES:
-        resources = rule_resources(args, rule)
-        assert "--gpus=a100:1" in sbatch_options(args, rule, resources)
+        resources = rule_resources(args, rule, threads(args, rule))
+        assert "--gpus=a100:1" in sbatch_options(args, rule, resources, threads(args, rule))
         assert (resources["slurm_partition"], resources["slurm_account"]) == ("gpu", "proj42")
-    cpu = rule_resources(args, "merge_uniform_soup")
+    cpu = rule_resources(args, "merge_uniform_soup", threads(args, "merge_uniform_soup"))
     assert (cpu["slurm_partition"], cpu["slurm_account"]) == ("cpu", "proj42")
 
 
 def test_gpu_partition_falls_back_to_the_partition(no_cluster_env):
     no_cluster_env.setenv("SLURM_PARTITION", "batch")
     args = profile_args()
-    assert rule_resources(args, "finetune")["slurm_partition"] == "batch"
+    assert rule_resources(args, "finetune", threads(args, "finetune"))["slurm_partition"] == "batch"
 
 
 def test_a_partition_named_like_a_python_builtin_stays_a_name(no_cluster_env):
     no_cluster_env.setenv("SLURM_PARTITION", "all")  # unquoted, Snakemake would evaluate it to all()
-    assert rule_resources(profile_args(), "make_world")["slurm_partition"] == "all"
+    assert rule_resources(profile_args(), "make_world", 1)["slurm_partition"] == "all"
 
 
 def test_plugin_renders_model_and_count_as_one_gpus_option(no_cluster_env):
-    """The mapping docs/slurm.md relies on for --set-resources finetune:gpu=2 finetune:gpu_model=... ."""
+    """The plugin's mapping of gpu_model + gpu, which SLURM_GPU_MODEL relies on."""
     args = profile_args()
-    resources = {**rule_resources(args, "finetune"), "gpu": 2, "gpu_model": "a100"}
-    options = sbatch_options(args, "finetune", resources)
+    resources = {**rule_resources(args, "finetune", 8), "gpu": 2, "gpu_model": "a100"}
+    options = sbatch_options(args, "finetune", resources, 8)
     assert "--gpus=a100:2" in options and not any(o.startswith("--gres") for o in options)
 
 
 @pytest.mark.parametrize("rule", ["finetune", "model_stock_periodic"])
 def test_training_is_signalled_before_its_time_limit_and_requeued_on_preemption(no_cluster_env, rule):
     args = profile_args()
-    options = sbatch_options(args, rule, rule_resources(args, rule))
+    options = sbatch_options(args, rule, rule_resources(args, rule, 8), 8)
     assert "--signal=TERM@300" in options and "--requeue" in options
 
 

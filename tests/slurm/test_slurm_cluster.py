@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 CLUSTER_ENV = {"SLURM_ACCOUNT": "root", "SLURM_PARTITION": "cpu", "SLURM_GPU_PARTITION": "gpu",
                "SLURM_GPU_MODEL": "fake"}
 LOCAL_RULES = {"all", "init_mlflow", "log_mlflow", "log_summary", "compile_table", "plot_results"}  # common.smk
-GPU_RULES = {"finetune", "model_stock_periodic", "greedy_soup"}
+GPU_RULES = {"finetune", "model_stock_periodic", "greedy_soup", "evaluate"}
 EVAL_GROUP = "evaluate_evaluate"  # the plugin names a group job <group id>_<its rules>
 EVALS_PER_GROUP = 6  # group-components in slurm/config.yaml
 RUN_TIMEOUT = 20 * 60
@@ -56,8 +56,11 @@ def command(*args: str, slurm: bool) -> tuple[list[str], dict]:
     cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args]
     if slurm:
         env.update(CLUSTER_ENV)
-        # test-only speed-up: first status check 2 s after a submission instead of the plugin's 40 s
-        cmd += ["--profile", str(REPO / "slurm"), "--slurm-init-seconds-before-status-checks", "2"]
+        # Test-only overrides: the first status check 2 s after a submission instead of the plugin's 40 s;
+        # and the rules' own 1 thread instead of the profile's 8 for GPU nodes, as in the local run: Snakemake
+        # sets OMP_NUM_THREADS to a job's threads, and on CPU torch's thread count changes float rounding.
+        cmd += ["--profile", str(REPO / "slurm"), "--slurm-init-seconds-before-status-checks", "2",
+                "--set-threads", *(f"{rule}=1" for rule in sorted(GPU_RULES))]
     else:
         cmd += ["--cores", "2"]
     return cmd, env
@@ -149,7 +152,7 @@ def test_every_non_local_job_went_through_slurm(runs):
 
 def test_gpu_jobs_got_one_gpu_on_the_gpu_partition(runs):
     for job in runs["jobs"]:
-        gpu = job_name(job["Comment"]) in GPU_RULES | {EVAL_GROUP}
+        gpu = job_name(job["Comment"]) in (GPU_RULES - {"evaluate"}) | {EVAL_GROUP}
         assert job["Partition"] == ("gpu" if gpu else "cpu"), job
         # one GPU per job, also for a group of evaluations (gpu is a per-job pool in the profile)
         assert ("gres/gpu=1" in job["AllocTRES"].split(",")) == gpu, job
