@@ -185,7 +185,7 @@ def test_a_signalled_finetune_resumes_in_its_retry_and_ends_with_the_same_weight
     the profile's retries resubmit it, and it resumes. More epochs than tiny.yaml so that it is still
     training when signalled; the reference is the same config run locally without interruption."""
     config = yaml.safe_load(TINY_CONFIG.read_text())
-    config["finetune"]["epochs"] = 8
+    config["finetune"]["epochs"] = 16  # 48 steps: seconds of training left after the first checkpoint
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(config))
     model_dir = "results/tiny/models/finetune_seed0"
     args = (f"{model_dir}/model.safetensors", "--configfile", str(tmp_path / "long.yaml"))
