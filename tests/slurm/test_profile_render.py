@@ -30,7 +30,7 @@ def profile_args(*cli):
     return args
 
 
-def threads(args, rule, rule_threads=1) -> int:
+def job_threads(args, rule, rule_threads=1) -> int:
     """A job's threads: the profile's set-threads, else what the rule declares (1 unless it says otherwise)."""
     return args.set_threads[rule].value if rule in args.set_threads else rule_threads
 
@@ -58,8 +58,8 @@ def sbatch_options(args, rule, resources, threads) -> list[str]:
 @pytest.mark.parametrize("rule", GPU_RULES)
 def test_gpu_rules_ask_for_one_gpu_of_any_type_by_default(no_cluster_env, rule):
     args = profile_args()
-    resources = rule_resources(args, rule, threads(args, rule))
-    options = sbatch_options(args, rule, resources, threads(args, rule))
+    resources = rule_resources(args, rule, job_threads(args, rule))
+    options = sbatch_options(args, rule, resources, job_threads(args, rule))
     assert "--gpus=1" in options
     # 8 threads = 8 DataLoader workers per GPU
     assert "--cpus-per-task=8" in options and options[options.index("--mem") + 1] == "32000"
@@ -70,7 +70,7 @@ def test_gpu_rules_ask_for_one_gpu_of_any_type_by_default(no_cluster_env, rule):
 def test_cpu_rules_ask_for_no_gpu_and_their_threads(no_cluster_env):
     args = profile_args()
     for rule, rule_threads in (("make_world", 1), ("pretrain_demo", 2)):
-        n = threads(args, rule, rule_threads)
+        n = job_threads(args, rule, rule_threads)
         options = sbatch_options(args, rule, rule_resources(args, rule, n), n)
         assert not any(o.startswith(("--gpus", "--gres")) for o in options)
         assert f"--cpus-per-task={rule_threads}" in options and "--ntasks=1" in options
@@ -84,17 +84,17 @@ def test_cluster_facts_come_from_the_environment(no_cluster_env):
     no_cluster_env.setenv("SLURM_GPU_MODEL", "a100")
     args = profile_args()
     for rule in GPU_RULES:
-        resources = rule_resources(args, rule, threads(args, rule))
-        assert "--gpus=a100:1" in sbatch_options(args, rule, resources, threads(args, rule))
+        resources = rule_resources(args, rule, job_threads(args, rule))
+        assert "--gpus=a100:1" in sbatch_options(args, rule, resources, job_threads(args, rule))
         assert (resources["slurm_partition"], resources["slurm_account"]) == ("gpu", "proj42")
-    cpu = rule_resources(args, "merge_uniform_soup", threads(args, "merge_uniform_soup"))
+    cpu = rule_resources(args, "merge_uniform_soup", job_threads(args, "merge_uniform_soup"))
     assert (cpu["slurm_partition"], cpu["slurm_account"]) == ("cpu", "proj42")
 
 
 def test_gpu_partition_falls_back_to_the_partition(no_cluster_env):
     no_cluster_env.setenv("SLURM_PARTITION", "batch")
     args = profile_args()
-    assert rule_resources(args, "finetune", threads(args, "finetune"))["slurm_partition"] == "batch"
+    assert rule_resources(args, "finetune", job_threads(args, "finetune"))["slurm_partition"] == "batch"
 
 
 def test_a_partition_named_like_a_python_builtin_stays_a_name(no_cluster_env):

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -143,10 +144,7 @@ def test_every_non_local_job_went_through_slurm(runs):
     counts, jobs = runs["counts"], runs["jobs"]
     expected = {rule: n for rule, n in counts.items() if rule not in LOCAL_RULES | {"evaluate"}}
     expected[EVAL_GROUP] = math.ceil(counts["evaluate"] / EVALS_PER_GROUP)
-    seen: dict[str, int] = {}
-    for job in jobs:
-        seen[job_name(job["Comment"])] = seen.get(job_name(job["Comment"]), 0) + 1
-    assert seen == expected
+    assert Counter(job_name(job["Comment"]) for job in jobs) == expected
     assert {job["State"] for job in jobs} == {"COMPLETED"}
 
 
