@@ -26,7 +26,7 @@ fi
 pid_of() {  # pid_of PIDFILE COMM: print the pid if it is alive (not a zombie) and named COMM
   local pf=$1 comm=$2 pid st
   [[ -s $pf ]] || return 1
-  pid=$(tr -dc '0-9' <"$pf") && [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+  pid=$(tr -dc '0-9' 2>/dev/null <"$pf") && [[ -n $pid && -r /proc/$pid/stat ]] || return 1
   st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
   [[ $st != Z && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]] || return 1
   echo "$pid"

@@ -67,7 +67,7 @@ H=$(hostname -s)
 alive() {  # alive PIDFILE COMM: the pid in PIDFILE runs COMM (a zombie or a reused pid counts as dead)
   local pf=$1 comm=$2 pid st
   [[ -s $pf ]] || return 1
-  pid=$(tr -dc '0-9' <"$pf") && [[ -n $pid && -r /proc/$pid/stat ]] || return 1
+  pid=$(tr -dc '0-9' 2>/dev/null <"$pf") && [[ -n $pid && -r /proc/$pid/stat ]] || return 1
   st=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
   [[ $st != Z && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm"* ]]
 }
