@@ -14,6 +14,7 @@ rule evaluate:
         classnames=classnames_spec,
         batch_size=config["eval"]["batch_size"],
     resources:
+        gpu=1,
         runtime=60,
     log:
         "logs/{study}/evaluate/{model}/{eval_set}.log",

@@ -18,6 +18,7 @@ rule finetune:
         root=train_root,
         flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
     resources:
+        gpu=1,
         runtime=24 * 60,
     log:
         "logs/{study}/finetune/seed{seed}.log",

@@ -72,14 +72,19 @@ rule greedy_soup:
         root=train_root,
         accept=config["merge"].get("greedy_soup", {}).get("accept", "strict"),
     resources:
+        gpu=1,
         runtime=12 * 60,
+        mem_mb=16000,
     log:
         "logs/{study}/merge/greedy_soup.log",
     conda:
         "../envs/torch.yaml"
     shell:
         "clipmerge greedy-soup --inputs {input.finetuned} --train-root {params.root}"
+        # The decoded held-out cache (3.9 GB at paper scale) outlives the job: a rerun after adding
+        # a seed reuses it. It is rebuilt when the held-out files or the transform change.
         " --heldout {input.heldout} --accept {params.accept} --workers {threads}"
+        " --cache results/{wildcards.study}/cache/heldout.safetensors"
         " --out {output.weights} > {log} 2>&1"
 
 
@@ -99,6 +104,7 @@ rule model_stock_periodic:
         flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
         periodic=plan.cli_flags(config["merge"].get("model_stock_periodic", {}), exclude={"seeds"}),
     resources:
+        gpu=1,
         runtime=48 * 60,
     log:
         "logs/{study}/merge/model_stock_periodic.log",

@@ -30,8 +30,9 @@ def make_argv(cwd: Path, *overrides: str) -> list[str]:
 
 
 def make_ui_command(cwd: Path, port: int) -> list[str]:
-    out = subprocess.run([*make_argv(cwd, f"MLFLOW_PORT={port}"), "-n"], cwd=cwd, capture_output=True, text=True,
-                         check=True).stdout
+    # --no-print-directory: under `make test` this make is nested and would print "make[1]: Entering ..."
+    out = subprocess.run([*make_argv(cwd, f"MLFLOW_PORT={port}"), "-n", "--no-print-directory"], cwd=cwd,
+                         capture_output=True, text=True, check=True).stdout
     return shlex.split(out.replace("\\\n", " "))
 
 
