@@ -10,6 +10,15 @@ from PIL import Image
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread per test (two spin against each other on a shared 2-core machine); an
+    in-process CLI run that changes it is undone afterwards."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 def write_image_folder(root, classes, per_class, size=32, seed=0):
     """Random RGB PNGs in <root>/<class>/<i>.png; each class gets its own mean colour so it is learnable."""
     rng = np.random.default_rng(seed)

@@ -10,49 +10,19 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from clipmerge.checkpoint import load_weights, read_meta, write_json
+from clipmerge.checkpoint import load_weights, read_meta
 from clipmerge.cli import main
 from clipmerge.finetune import resume
-from clipmerge.models import TINY_ARCH, classifier_arch, new_classifier, save_classifier
-
-COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
-
-
-def make_tiny_task(root: Path) -> dict[str, Path]:
-    """4 colour classes x 12 noisy 32x32 PNGs, one per class held out (44 to train on), and a
-    zero-shot-like init with a meta.json naming its pre-trained weights."""
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(COLOURS):
-        folder = root / "train" / f"class{c}"
-        folder.mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(colour, 60, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    (root / "heldout.txt").write_text("".join(f"class{c}/0.png\n" for c in range(4)))
-    init = root / "models" / "zeroshot" / "model.safetensors"
-    torch.manual_seed(0)
-    save_classifier(new_classifier(TINY_ARCH, 4), init, TINY_ARCH)
-    write_json(init.with_name("meta.json"), {"model": "zeroshot", "pretrained": "demo-pretrained"})
-    return {"train": root / "train", "heldout": root / "heldout.txt", "init": init}
+from clipmerge.models import TINY_ARCH, classifier_arch
+from fixtures.training import make_tiny_task
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_task(tmp_path_factory.mktemp("task"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training on one intra-op thread (see _clipmerge), restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def finetune_args(task, out: Path, *flags) -> list[str]:

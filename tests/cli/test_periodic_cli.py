@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from test_finetune_cli import make_tiny_task
 
 from clipmerge.checkpoint import load_weights, read_json, read_meta
 from clipmerge.cli import main
@@ -14,6 +13,7 @@ from clipmerge.finetune.train import SeedRun, TrainData, make_deterministic
 from clipmerge.merging import model_stock
 from clipmerge.models import TINY_ARCH, load_classifier
 from clipmerge.periodic import PeriodicTrainer
+from fixtures.training import make_tiny_task
 
 CPU = torch.device("cpu")
 RECIPE = Recipe(batch_size=8, warmup_steps=2, lr=1e-3, steps=7, mixup_alpha=0.4)
@@ -23,15 +23,6 @@ RECIPE = Recipe(batch_size=8, warmup_steps=2, lr=1e-3, steps=7, mixup_alpha=0.4)
 def task(tmp_path_factory):
     make_deterministic(CPU)
     return make_tiny_task(tmp_path_factory.mktemp("task"))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (two spin against each other on a shared 2-core machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_periodic(task, state_dir, seeds=(0, 1), period=3, anchor_mode="pretrained", reset=False):

@@ -7,47 +7,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from clipmerge.errors import ClipmergeError
 from clipmerge.finetune import resume
 from clipmerge.finetune.augment import SeededAugmentation
 from clipmerge.finetune.recipe import Recipe
 from clipmerge.finetune.train import NonFiniteLoss, SeedRun, TrainData, Trainer, make_deterministic
-from clipmerge.models import TINY_ARCH, load_classifier, new_classifier, save_classifier
+from clipmerge.models import TINY_ARCH, load_classifier
+from fixtures.training import make_tiny_task
 
 CPU = torch.device("cpu")
 # Noisy colour patches: learnable in a few steps by the tiny ViT.
-COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40)]
 FAST = {"batch_size": 8, "warmup_steps": 2, "lr": 1e-3, "epochs": 1}
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> dict:
-    """4 classes x 12 PNGs (one per class held out: 44 training images) and a zero-shot-like init."""
-    root = tmp_path_factory.mktemp("task")
-    rng = np.random.default_rng(0)
-    for c, colour in enumerate(COLOURS):
-        folder = root / "train" / f"class{c}"
-        folder.mkdir(parents=True)
-        for i in range(12):
-            pixels = np.clip(rng.normal(colour, 60, size=(32, 32, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    (root / "heldout.txt").write_text("".join(f"class{c}/0.png\n" for c in range(4)))
-    torch.manual_seed(0)
-    save_classifier(new_classifier(TINY_ARCH, 4), root / "init.safetensors", TINY_ARCH)
     make_deterministic(CPU)
-    return {"train": root / "train", "heldout": root / "heldout.txt", "init": root / "init.safetensors"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads spin against each other (measured
-    10-25x slower per step). Restored afterwards for other tests."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return make_tiny_task(tmp_path_factory.mktemp("task"))
 
 
 def make_trainer(task, state_dir, seed=0, checkpoint_every=0, **recipe) -> tuple[Trainer, SeedRun]:
