@@ -1,0 +1,213 @@
+"""Evaluation throughput (images/s) of `clipmerge evaluate` vs a plain PyTorch loop, same model and data.
+
+Arms run interleaved: every repetition runs each arm once, in alternating order. images/s comes from
+an arm's median time; its ratio to the baseline is the median over repetitions of the paired ratio
+(baseline time / arm time in the same repetition), which cancels most of the drift of a shared machine.
+The same paired ratio of the main process's CPU time (``time.process_time``: the model and the loop,
+not the DataLoader worker, whose work is the same in every arm) is printed as a cross-check that is
+much less sensitive to other users' load: a real overhead of the evaluate code shows up in both.
+
+- ``plain`` (the baseline): ``ImageFolder(root, eval_transform(arch))`` + ``DataLoader(batch_size,
+  num_workers)`` + ``model(images)`` under ``torch.inference_mode``, logits concatenated.
+- ``evaluate``: the path ``clipmerge.evaluate.run`` takes once the model is loaded: ``build_eval_set``
+  (imagefolder adapter, head class names), ``DataLoader(**loader_kwargs(device, workers))``,
+  ``predict`` with the adapter's projection, ``topk_accuracy``. The target (>= 0.95x plain) is on this
+  arm: it is the same work as the baseline, so any gap is overhead of the evaluate code.
+- ``run``: ``clipmerge.evaluate.run(args)`` in this process: ``evaluate`` plus reading the checkpoint
+  into a fresh model and writing the result JSON, i.e. the CLI minus interpreter start-up and imports
+  (which are the same for every subcommand). Its ratio shows what each (model, eval set) job pays on top.
+
+Both loops time everything from creating the DataLoader (including worker start-up) to the last
+batch. Data: generated images in ImageFolder layout whose class folders are a subset of the head's
+classes, as in the demo's shifted sets: JPEGs of 500x375 for ViT-B-32 (resized and cropped to 224 px
+like ImageNet), 32 px PNGs for the tiny model. The models are random-init classifiers; after timing,
+the script checks that both loops produced the same (projected) logits.
+
+    .venv/bin/python benchmarks/bench_eval.py            # ViT-B-32 (256 JPEGs) and tiny (2048 PNGs)
+    .venv/bin/python benchmarks/bench_eval.py --quick    # tiny only, fewer images: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+TARGET = 0.95  # evaluate / plain images/s on CPU
+
+
+def machine() -> str:
+    """One line naming the CPU, core count, load average and torch build (the load inflates times)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}, {os.cpu_count()} cores, load average {load}, torch {torch.__version__}"
+
+
+def interleave(arms: dict, repeats: int, label: str) -> dict[str, list[float]]:
+    """Seconds of each arm (a callable) per repetition; the order alternates between repetitions so a
+    load change during one repetition does not always hit the same arm."""
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for rep in range(repeats):
+        for name in list(arms) if rep % 2 == 0 else list(arms)[::-1]:
+            start = time.perf_counter()
+            arms[name]()
+            times[name].append(time.perf_counter() - start)
+        print(f"{label} rep {rep}: " + ", ".join(f"{k} {v[-1]:.3f} s" for k, v in times.items()), file=sys.stderr)
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], over: str, under: str) -> float:
+    """Median over repetitions of ``over``'s seconds / ``under``'s seconds in the same repetition."""
+    return statistics.median(o / u for o, u in zip(times[over], times[under], strict=True))
+
+
+def make_images(root: Path, classes: list[str], per_class: int, size: tuple[int, int], ext: str) -> None:
+    """An ImageFolder tree of smooth random images with mild noise: compressible like photos, so JPEG
+    and PNG decoding cost about what real images of that size cost (pure noise would decode slower)."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    options = {"quality": 90} if ext == "jpg" else {}
+    for name in classes:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            coarse = Image.fromarray(rng.integers(0, 256, (max(height // 24, 2), max(width // 24, 2), 3), np.uint8))
+            pixels = np.asarray(coarse.resize(size, Image.BICUBIC), np.float32)
+            pixels += rng.normal(0, 6, pixels.shape)
+            image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+            image.save(root / name / f"{i:05d}.{ext}", **options)
+
+
+def plain_loop(model, root, transform, batch_size: int, workers: int):
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    loader = DataLoader(ImageFolder(str(root), transform=transform), batch_size=batch_size, num_workers=workers)
+    logits, labels = [], []
+    with torch.inference_mode():
+        for images, batch_labels in loader:
+            logits.append(model(images))
+            labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate_path(model, root, transform, classnames, batch_size: int, workers: int):
+    """clipmerge.evaluate.run's steps after load_classifier, on the same in-memory model."""
+    from torch.utils.data import DataLoader
+
+    from clipmerge.data.eval_sets import build_eval_set
+    from clipmerge.device import loader_kwargs
+    from clipmerge.evaluate import predict, topk_accuracy
+
+    device = torch.device("cpu")
+    eval_set = build_eval_set("imagefolder", root, transform, classnames)
+    loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
+    logits, labels = predict(model, loader, device, eval_set.project)
+    topk_accuracy(logits, labels)
+    return logits, labels, eval_set.project
+
+
+def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size: tuple[int, int], ext: str,
+                args: argparse.Namespace, workdir: Path) -> list[dict]:
+    from clipmerge.evaluate import run
+    from clipmerge.models import eval_transform, load_classifier, new_classifier, save_classifier
+
+    classnames = [f"class{i:04d}" for i in range(num_classes)]
+    root = workdir / f"{arch}-images"
+    make_images(root, classnames[:folders], per_class, size, ext)
+    classnames_file = workdir / f"{arch}-classnames.txt"
+    classnames_file.write_text("\n".join(classnames) + "\n")
+    checkpoint = workdir / f"{arch}.safetensors"
+    torch.manual_seed(0)
+    save_classifier(new_classifier(arch, num_classes), checkpoint, arch)
+    model = load_classifier(checkpoint).eval()
+    transform = eval_transform(arch)
+    cli_args = Namespace(model=str(checkpoint), model_id=arch, eval_set="bench", adapter="imagefolder",
+                         root=str(root), classnames=str(classnames_file), batch_size=args.batch_size,
+                         workers=args.workers, device="cpu", out=str(workdir / f"{arch}.json"))
+    arms = {
+        "plain": lambda: plain_loop(model, root, transform, args.batch_size, args.workers),
+        "evaluate": lambda: evaluate_path(model, root, transform, classnames, args.batch_size, args.workers),
+        "run": lambda: run(cli_args),
+    }
+    n = folders * per_class
+    cpu: dict[str, list[float]] = {name: [] for name in arms}
+
+    def with_cpu(name):
+        def measured():
+            start = time.process_time()
+            arms[name]()
+            cpu[name].append(time.process_time() - start)
+        return measured
+
+    plain_loop(model, root, transform, args.batch_size, args.workers)  # warm-up: page cache, lazy inits
+    times = interleave({name: with_cpu(name) for name in arms}, args.repeats, arch)
+
+    plain_logits, plain_labels = plain_loop(model, root, transform, args.batch_size, args.workers)
+    eval_logits, eval_labels, project = evaluate_path(model, root, transform, classnames, args.batch_size, args.workers)
+    if not (torch.equal(plain_labels, eval_labels) and torch.allclose(project(plain_logits), eval_logits, atol=1e-5)):
+        raise SystemExit(f"{arch}: the evaluate path and the plain loop disagree: not the same computation")
+
+    return [{"arch": arch, "arm": name, "n": n, "images_per_s": n / statistics.median(t),
+             "ratio": paired_ratio(times, "plain", name), "cpu_ratio": paired_ratio(cpu, "plain", name),
+             "spread": f"{min(t):.2f}-{max(t):.2f}"}
+            for name, t in times.items()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model only, 512 images, 3 repetitions")
+    parser.add_argument("--check", action="store_true", help=f"exit 1 if evaluate/plain < {TARGET}")
+    parser.add_argument("--vit-images", type=int, default=256, help="ViT-B-32 images (8 class folders)")
+    parser.add_argument("--tiny-images", type=int, default=2048, help="tiny-model images (8 class folders)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    # The evaluate rule runs with threads: 1, i.e. one DataLoader worker and OMP_NUM_THREADS=1.
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (both loops)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args()
+    if args.quick:
+        args.tiny_images, args.repeats = 512, 3
+    torch.set_num_threads(args.threads)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` deletes the images
+    print(f"machine: {machine()}", flush=True)
+    print(f"torch threads {args.threads}, DataLoader workers {args.workers}, batch {args.batch_size}, "
+          f"median of {args.repeats} interleaved repetitions", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="bench_eval."))
+    try:
+        rows = []
+        if not args.quick:
+            rows += bench_model("ViT-B-32", 1000, 8, args.vit_images // 8, (500, 375), "jpg", args, workdir)
+        rows += bench_model("clipmerge-tiny", 10, 8, args.tiny_images // 8, (32, 32), "png", args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"\nmachine at the end: load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| model | arm | images | images/s | / plain | target | s (min-max) | main-process CPU: plain / arm |")
+    print("|---|---|---|---|---|---|---|---|")
+    missed = []
+    for row in rows:
+        target = ""
+        if row["arm"] == "evaluate":
+            met = row["ratio"] >= TARGET
+            target = f"≥ {TARGET}: {'met' if met else 'MISSED'}"
+            missed += [] if met else [row["arch"]]
+        print(f"| {row['arch']} | {row['arm']} | {row['n']} | {row['images_per_s']:.1f} | {row['ratio']:.3f} | "
+              f"{target} | {row['spread']} | {row['cpu_ratio']:.3f} |")
+    return 1 if args.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
