@@ -73,8 +73,8 @@ def run(args) -> None:
     device = pick_device(args.device)
     arch, _ = classifier_arch(args.model)
     classnames = load_classnames(args.classnames) if args.classnames else None
-    eval_set = build_eval_set(args.adapter, args.root, eval_transform(arch), classnames)
     model = load_classifier(args.model)
+    eval_set = build_eval_set(args.adapter, args.root, eval_transform(arch, model), classnames)
     loader = DataLoader(eval_set.dataset, batch_size=args.batch_size, **loader_kwargs(device, args.workers))
     logits, labels = predict(model, loader, device, eval_set.project, desc=f"{args.model_id}/{args.eval_set}")
     acc = topk_accuracy(logits, labels)

@@ -143,14 +143,15 @@ def _load_strict(model: nn.Module, state: dict[str, torch.Tensor], path) -> None
     model.load_state_dict(state, strict=True)
 
 
-def preprocess_cfg(arch: str) -> dict:
-    """open_clip's preprocessing config (size, mean, std, interpolation) for an architecture."""
-    return open_clip.get_model_preprocess_cfg(_quiet_create(arch))
+def preprocess_cfg(arch: str, model: nn.Module | None = None) -> dict:
+    """open_clip's preprocessing config (size, mean, std, interpolation) for an architecture, read from
+    ``model`` when one is already built (building a ViT-B/32 just for this costs seconds)."""
+    return open_clip.get_model_preprocess_cfg(model if model is not None else _quiet_create(arch))
 
 
-def eval_transform(arch: str):
+def eval_transform(arch: str, model: nn.Module | None = None):
     """open_clip's evaluation transform: resize (bicubic) + centre crop + CLIP mean/std."""
-    cfg = preprocess_cfg(arch)
+    cfg = preprocess_cfg(arch, model)
     return open_clip.image_transform(
         cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
         resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"],
