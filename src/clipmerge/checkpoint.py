@@ -1,16 +1,14 @@
 """Checkpoints: safetensors weights with a meta.json beside them. No pickles anywhere.
 
-Every write goes to a temporary file in the destination folder and is moved into place with
-``os.replace``, so a job killed mid-write never leaves a file that looks complete.
+Writes are atomic (``clipmerge.files.atomic_write``): a job killed mid-write never leaves a file
+that looks complete.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -18,43 +16,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from clipmerge.errors import ClipmergeError
+from clipmerge.files import atomic_write, read_json, write_json  # noqa: F401 (part of the checkpoint API)
 
 META_NAME = "meta.json"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and atomically move the result to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-
-    atomic_write(path, write)
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError as e:
-        raise ClipmergeError(f"{path}: file not found") from e
-    except json.JSONDecodeError as e:
-        raise ClipmergeError(f"{path}: not valid JSON ({e})") from e
 
 
 def save_weights(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata=None) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from clipmerge.errors import ClipmergeError
 from clipmerge.results import (
+    add_result_arguments,
     check_eval_sets,
     id_and_shift_accuracy,
     model_sort_key,
@@ -37,10 +38,7 @@ DPI = 120
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--evals", nargs="+", required=True, help="every eval/<model>/<eval_set>.json")
-    parser.add_argument("--models-dir", required=True, help="results/<study>/models (meta.json, diagnostics)")
-    parser.add_argument("--id", dest="id_set", required=True, help="the in-distribution eval set")
-    parser.add_argument("--shifts", nargs="+", required=True, help="the distribution-shift eval sets")
+    add_result_arguments(parser)
     parser.add_argument("--out-dir", required=True, help="where <plot>.png files are written")
     parser.add_argument("--plots", nargs="+", choices=PLOTS, default=list(PLOTS),
                         help="which plots to write (default: all)")

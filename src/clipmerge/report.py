@@ -15,6 +15,7 @@ import pandas as pd
 from clipmerge.errors import ClipmergeError
 from clipmerge.results import (
     EvalResult,
+    add_result_arguments,
     check_eval_sets,
     hours_column,
     id_and_shift_accuracy,
@@ -32,10 +33,7 @@ BEST_PREFIX = "best_"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--evals", nargs="+", required=True, help="every eval/<model>/<eval_set>.json")
-    parser.add_argument("--models-dir", required=True, help="results/<study>/models (meta.json, history.jsonl)")
-    parser.add_argument("--id", dest="id_set", required=True, help="the in-distribution eval set")
-    parser.add_argument("--shifts", nargs="+", required=True, help="the distribution-shift eval sets")
+    add_result_arguments(parser)
     parser.add_argument("--out-csv", required=True, help="numeric table with best_<column> flags")
     parser.add_argument("--out-md", help="markdown table, best values in bold")
     parser.add_argument("--out-html", help="HTML table, best values in bold")

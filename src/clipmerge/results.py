@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipmerge import files
 from clipmerge.errors import ClipmergeError
+from clipmerge.files import write_json  # noqa: F401 (re-exported for the tracking modules)
 
 META_NAME = "meta.json"
 HISTORY_NAME = "history.jsonl"
@@ -27,32 +28,11 @@ _WISE_RE = re.compile(r"wise_ft_a(.+)")
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON object; a missing or malformed file raises an error naming it."""
-    try:
-        with open(path) as fh:
-            obj = json.load(fh)
-    except FileNotFoundError as e:
-        raise ClipmergeError(f"{path}: file not found") from e
-    except json.JSONDecodeError as e:
-        raise ClipmergeError(f"{path}: not valid JSON ({e})") from e
+    """Read a JSON object (every result file is one); anything else raises an error naming the file."""
+    obj = files.read_json(path)
     if not isinstance(obj, dict):
         raise ClipmergeError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
-
-
-def write_json(path: str | os.PathLike, obj) -> None:
-    """Write JSON atomically (temporary file + rename), so a killed job never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -235,3 +215,11 @@ def hours_column(devices: Iterable[str]) -> str:
     if len(kinds) == 1 and "unknown" not in kinds:
         return f"{kinds.pop()}_hours"
     return "compute_hours"
+
+
+def add_result_arguments(parser) -> None:
+    """The inputs every view of a study reads: its eval JSONs, its models folder, the ID set and shifts."""
+    parser.add_argument("--evals", nargs="+", required=True, help="every eval/<model>/<eval_set>.json")
+    parser.add_argument("--models-dir", required=True, help="results/<study>/models (meta.json, history, diagnostics)")
+    parser.add_argument("--id", dest="id_set", required=True, help="the in-distribution eval set")
+    parser.add_argument("--shifts", nargs="+", required=True, help="the distribution-shift eval sets")
