@@ -9,11 +9,11 @@ much less sensitive to other users' load: a real overhead of the evaluate code s
 
 - ``plain`` (the baseline): ``ImageFolder(root, eval_transform(arch))`` + ``DataLoader(batch_size,
   num_workers)`` + ``model(images)`` under ``torch.inference_mode``, logits concatenated.
-- ``evaluate``: the path ``clipmerge.evaluate.run`` takes once the model is loaded: ``build_eval_set``
+- ``evaluate``: the path ``clipmerge.evaluation.predict.run`` takes once the model is loaded: ``build_eval_set``
   (imagefolder adapter, head class names), ``DataLoader(**loader_kwargs(device, workers))``,
   ``predict`` with the adapter's projection, ``topk_accuracy``. The target (>= 0.95x plain) is on this
   arm: it is the same work as the baseline, so any gap is overhead of the evaluate code.
-- ``run``: ``clipmerge.evaluate.run(args)`` in this process: ``evaluate`` plus reading the checkpoint
+- ``run``: ``clipmerge.evaluation.predict.run(args)`` in this process: ``evaluate`` plus reading the checkpoint
   into a fresh model and writing the result JSON, i.e. the CLI minus interpreter start-up and imports
   (which are the same for every subcommand). Its ratio shows what each (model, eval set) job pays on top.
 
@@ -104,12 +104,12 @@ def plain_loop(model, root, transform, batch_size: int, workers: int):
 
 
 def evaluate_path(model, root, transform, classnames, batch_size: int, workers: int):
-    """clipmerge.evaluate.run's steps after load_classifier, on the same in-memory model."""
+    """clipmerge.evaluation.predict.run's steps after load_classifier, on the same in-memory model."""
     from torch.utils.data import DataLoader
 
     from clipmerge.data.eval_sets import build_eval_set
-    from clipmerge.device import loader_kwargs
-    from clipmerge.evaluate import predict, topk_accuracy
+    from clipmerge.evaluation.predict import predict, topk_accuracy
+    from clipmerge.models.device import loader_kwargs
 
     device = torch.device("cpu")
     eval_set = build_eval_set("imagefolder", root, transform, classnames)
@@ -121,8 +121,9 @@ def evaluate_path(model, root, transform, classnames, batch_size: int, workers: 
 
 def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size: tuple[int, int], ext: str,
                 args: argparse.Namespace, workdir: Path) -> list[dict]:
-    from clipmerge.evaluate import run
-    from clipmerge.models import eval_transform, load_classifier, new_classifier, save_classifier
+    from clipmerge.evaluation.predict import run
+    from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
+    from clipmerge.models.clip import eval_transform
 
     classnames = [f"class{i:04d}" for i in range(num_classes)]
     root = workdir / f"{arch}-images"

@@ -56,8 +56,8 @@ def heldout_sources(name: str, root: Path, per_class: int, arch: str, args: argp
 
     from clipmerge.data.cache import load_or_build
     from clipmerge.data.splits import choose_heldout, heldout_set, image_folder, relative_paths, write_split
-    from clipmerge.device import loader_kwargs
-    from clipmerge.models import eval_transform
+    from clipmerge.models.clip import eval_transform
+    from clipmerge.models.device import loader_kwargs
 
     split = workdir / f"{name}-heldout.txt"
     write_split(choose_heldout(image_folder(root), per_class, seed=0), split)
@@ -94,8 +94,8 @@ def heldout_sources(name: str, root: Path, per_class: int, arch: str, args: argp
 
 def bench_set(label: str, arch: str, num_classes: int, per_class: int, size: tuple[int, int], ext: str,
               args: argparse.Namespace, workdir: Path, stack: ExitStack) -> list[dict]:
-    from clipmerge.evaluate import predict, topk_accuracy
-    from clipmerge.models import new_classifier
+    from clipmerge.evaluation.predict import predict, topk_accuracy
+    from clipmerge.models.classifier import new_classifier
 
     root = workdir / f"train-{ext}-{size[0]}x{size[1]}"  # shared by the models evaluated on it
     if not root.exists():

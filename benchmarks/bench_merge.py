@@ -51,9 +51,10 @@ def worker(spec: dict) -> dict:
     import torch
     from safetensors import safe_open
 
-    from clipmerge.checkpoint import save_weights
-    from clipmerge.merging import get, merge_checkpoints
-    from clipmerge.streaming import read_layout, write_order, write_streaming
+    from clipmerge.merging.driver import merge_checkpoints
+    from clipmerge.merging.registry import get
+    from clipmerge.weights.checkpoint import save_weights
+    from clipmerge.weights.streaming import read_layout, write_order, write_streaming
 
     torch.set_num_threads(spec["threads"])
     inputs, anchor, out = spec["inputs"], spec["anchor"], spec["out"]
@@ -113,7 +114,7 @@ def make_inputs(workdir: Path, arch: str, num_classes: int, distinct: int) -> tu
     """Anchor = random init; fine-tunes = anchor + small Gaussian moves sharing a direction."""
     import torch
 
-    from clipmerge.models import new_classifier, save_classifier
+    from clipmerge.models.classifier import new_classifier, save_classifier
 
     torch.manual_seed(0)
     model = new_classifier(arch, num_classes)

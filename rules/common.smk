@@ -1,11 +1,14 @@
 # Config validation, constants, wildcard constraints and input functions. Logic lives in
-# clipmerge.plan (unit-tested); this file only wires it into Snakemake.
+# clipmerge.workflow.plan (unit-tested), paths and ids in clipmerge.layout, each rule's code inputs
+# in clipmerge.workflow.code_inputs; this file only wires them into Snakemake.
 import os
-from pathlib import Path
 
 from snakemake.utils import validate
 
-from clipmerge import plan
+from clipmerge import layout
+from clipmerge.merging.registry import get as merge_method
+from clipmerge.workflow import plan
+from clipmerge.workflow.code_inputs import code_inputs
 
 validate(config, schema="../workflow/schemas/config.schema.yaml")
 plan.check_methods(config)
@@ -21,7 +24,7 @@ PERIODIC_SEEDS = plan.method_seeds(config, "model_stock_periodic") if "model_sto
 WISE_FT = plan.wise_ft_cfg(config)
 PLOTS = plan.plot_names(config)
 WORLD = plan.uses_world(config)
-MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///results/{STUDY}/mlflow.db"
+MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db(STUDY)}"
 
 
 wildcard_constraints:
@@ -41,9 +44,24 @@ localrules:
     plot_results,
 
 
+def code(command, *extra):
+    """The source files behind a `clipmerge <command>` job: editing one reruns that job."""
+    return code_inputs(command, *extra)
+
+
+def merge_code(method):
+    """A streamed merge's code: the merge command and its method's module (the registry loads it by name)."""
+    return code("merge", merge_method(method).module)
+
+
 def world_manifest(wildcards):
     """Generated data depends on the world; external datasets depend on nothing in the DAG."""
-    return [f"results/{STUDY}/data/world.json"] if WORLD else []
+    return [layout.world_manifest()] if WORLD else []
+
+
+def world_templates(wildcards):
+    """The world's templates file, when the zero-shot head uses it."""
+    return [layout.world_templates()] if config["zeroshot"]["templates"] == "world" else []
 
 
 def train_root(wildcards):
@@ -60,40 +78,78 @@ def eval_root(wildcards):
 
 def classnames_spec(wildcards):
     spec = config["zeroshot"]["classnames"]
-    return f"results/{STUDY}/data/world.json" if spec == "world" else spec
+    return layout.world_manifest(STUDY) if spec == "world" else spec
 
 
 def templates_flag():
     """'world' = the generated world's templates file (worded like its captions)."""
     templates = config["zeroshot"]["templates"]
     if templates == "world":
-        templates = f"results/{STUDY}/data/templates.txt"
+        templates = layout.world_templates(STUDY)
     values = [templates] if isinstance(templates, str) else templates
     return " ".join(f"'{t}'" for t in values)
 
 
-def impl(*paths):
-    """Source files implementing a stage: listed as inputs so editing them reruns that stage only."""
-    files = []
-    for path in (Path(workflow.basedir) / p for p in paths):
-        files += sorted(map(str, path.glob("*.py"))) if path.is_dir() else [str(path)]
-    return files
-
-
-def model_weights(model):
-    return f"results/{STUDY}/models/{model}/model.safetensors"
+def model_metas(models):
+    """The meta.json of each model: a job that reads a model's weights reads its meta.json too."""
+    return [layout.model_meta(m) for m in models]
 
 
 def finetuned(seeds):
-    return [model_weights(f"finetune_seed{s}") for s in seeds]
+    return [layout.model_weights(layout.finetune_id(s)) for s in seeds]
 
 
 def model_evals(wildcards):
-    return [f"results/{STUDY}/eval/{wildcards.model}/{s}.json" for s in EVAL_SETS]
+    return [layout.eval_result(wildcards.model, s) for s in EVAL_SETS]
 
 
 def all_evals(wildcards):
-    return [f"results/{STUDY}/eval/{m}/{s}.json" for m in MODELS for s in EVAL_SETS]
+    return [layout.eval_result(m, s) for m in MODELS for s in EVAL_SETS]
+
+
+def all_metas(wildcards):
+    return [layout.model_meta(m) for m in MODELS]
+
+
+def upstream_benchmarks(wildcards):
+    """The benchmark of every job the table depends on: the per-stage cost table and the cost column."""
+    first = ["make_world", "pretrain_demo"] if WORLD else ["fetch_pretrained"]
+    return ([layout.benchmark(rule) for rule in (*first, "split_heldout")]
+            + [layout.model_benchmark(m) for m in MODELS]
+            + [layout.benchmark("evaluate", f"{m}/{s}") for m in MODELS for s in EVAL_SETS])
+
+
+def training_history(wildcards):
+    """A training run's history.jsonl (its curves in MLflow); other models have none."""
+    trained = {layout.finetune_id(s) for s in SEEDS} | {"model_stock_periodic"}
+    return [layout.model_history(wildcards.model)] if wildcards.model in trained else []
+
+
+def model_diagnostics(wildcards):
+    """The diagnostics a model's job writes beside it (attached to its MLflow run)."""
+    path = layout.model_diagnostics(wildcards.model)
+    return [path] if path else []
+
+
+def plot_diagnostics():
+    """Model Stock's merge.json and greedy soup's greedy.json, for their plots when the study has them."""
+    files = {}
+    if "model_stock_ratios" in PLOTS:
+        files["merge"] = layout.model_diagnostics("model_stock")
+    if "greedy_soup" in PLOTS:
+        files["greedy"] = layout.model_diagnostics("greedy_soup")
+    return files
+
+
+def plot_diagnostics_flags(wildcards, input):
+    flags = {"merge": "--merge-diagnostics", "greedy": "--greedy-diagnostics"}
+    return " ".join(f"{flags[k]} {input[k]}" for k in plot_diagnostics())
+
+
+def plot_outputs():
+    """One report()-annotated PNG per plot, each with its own caption."""
+    return {name: report(layout.plot(name), caption=f"../workflow/report/{name}.rst", category="Plots")
+            for name in PLOTS}
 
 
 def eval_roles():
@@ -101,23 +157,9 @@ def eval_roles():
     return f"--id {config['eval']['id']} --shifts {' '.join(config['eval']['shifts'])}"
 
 
-def model_dir(wildcards, input):
-    """The folder of a model's files, derived from its meta.json input."""
-    return os.path.dirname(input.meta)
-
-
-def models_dir(wildcards, input):
-    """results/<study>/models, derived from the first meta.json input."""
-    return os.path.dirname(os.path.dirname(input.meta[0]))
-
-
 def config_hash(wildcards):
     return plan.config_hash(config, wildcards.model)
 
 
 def get_final_output():
-    return [
-        f"results/{STUDY}/tables/comparison.csv",
-        f"results/{STUDY}/plots/id_vs_shifts.png",
-        f"results/{STUDY}/tracking/summary.json",
-    ]
+    return [layout.table("csv", study=STUDY), layout.plot("id_vs_shifts", STUDY), layout.tracking_summary(STUDY)]

@@ -3,30 +3,37 @@
 
 rule make_world:
     input:
-        impl=impl("src/clipmerge/world"),
+        code=code("make-world"),
     output:
-        manifest="results/{study}/data/world.json",
+        manifest=layout.world_manifest(),
+        templates=layout.world_templates(),
     params:
+        out=layout.world_dir(),
         flags=plan.cli_flags(config.get("world", {})),
     log:
-        "logs/{study}/make_world.log",
+        layout.log("make_world"),
+    benchmark:
+        layout.benchmark("make_world")
     conda:
         "../envs/torch.yaml"
     shell:
-        "clipmerge make-world --out results/{wildcards.study}/data {params.flags} > {log} 2>&1"
+        "clipmerge make-world --out {params.out} {params.flags} > {log} 2>&1"
 
 
 rule split_heldout:
     input:
         world=world_manifest,
+        code=code("split-heldout"),
     output:
-        "results/{study}/splits/heldout.txt",
+        layout.heldout_split(),
     params:
         root=train_root,
         per_class=config["train"]["heldout_per_class"],
         seed=config["train"]["heldout_seed"],
     log:
-        "logs/{study}/split_heldout.log",
+        layout.log("split_heldout"),
+    benchmark:
+        layout.benchmark("split_heldout")
     conda:
         "../envs/torch.yaml"
     shell:

@@ -3,11 +3,11 @@
 
 rule evaluate:
     input:
-        model="results/{study}/models/{model}/model.safetensors",
+        model=layout.model_weights(),
         world=world_manifest,
-        impl=impl("src/clipmerge/evaluate.py", "src/clipmerge/data/eval_sets.py"),
+        code=code("evaluate"),
     output:
-        "results/{study}/eval/{model}/{eval_set}.json",
+        layout.eval_result(),
     params:
         adapter=eval_adapter,
         root=eval_root,
@@ -17,7 +17,9 @@ rule evaluate:
         gpu=1,
         runtime=60,
     log:
-        "logs/{study}/evaluate/{model}/{eval_set}.log",
+        layout.log("evaluate", "{model}/{eval_set}"),
+    benchmark:
+        layout.benchmark("evaluate", "{model}/{eval_set}")
     conda:
         "../envs/torch.yaml"
     shell:

@@ -1,20 +1,24 @@
 # Merges of finished fine-tunes (streamed tensor by tensor), greedy soup on the held-out split, and
-# Model Stock during training (its own fine-tuning run).
+# Model Stock during training (its own fine-tuning run). A streamed merge's code inputs are the merge
+# command's and its own method's module, so editing one method reruns only its merge.
 
 
 rule merge_model_stock:
     input:
-        anchor="results/{study}/models/zeroshot/model.safetensors",
+        anchor=layout.model_weights(layout.ZEROSHOT),
         finetuned=finetuned(STOCK_SEEDS),
-        impl=impl("src/clipmerge/merging/model_stock.py"),
+        metas=model_metas([layout.ZEROSHOT, *map(layout.finetune_id, STOCK_SEEDS)]),
+        code=merge_code("model_stock"),
     output:
-        weights="results/{study}/models/model_stock/model.safetensors",
-        meta="results/{study}/models/model_stock/meta.json",
-        diagnostics="results/{study}/models/model_stock/merge.json",
+        weights=layout.model_weights("model_stock"),
+        meta=layout.model_meta("model_stock"),
+        diagnostics=layout.model_diagnostics("model_stock"),
     resources:
         mem_mb=4000,
     log:
-        "logs/{study}/merge/model_stock.log",
+        layout.log("merge", "model_stock"),
+    benchmark:
+        layout.model_benchmark("model_stock")
     conda:
         "../envs/torch.yaml"
     shell:
@@ -25,14 +29,18 @@ rule merge_model_stock:
 rule merge_uniform_soup:
     input:
         finetuned=finetuned(SEEDS),
-        impl=impl("src/clipmerge/merging/uniform_soup.py"),
+        metas=model_metas(map(layout.finetune_id, SEEDS)),
+        code=merge_code("uniform_soup"),
     output:
-        weights="results/{study}/models/uniform_soup/model.safetensors",
-        meta="results/{study}/models/uniform_soup/meta.json",
+        weights=layout.model_weights("uniform_soup"),
+        meta=layout.model_meta("uniform_soup"),
+        diagnostics=layout.model_diagnostics("uniform_soup"),
     resources:
         mem_mb=4000,
     log:
-        "logs/{study}/merge/uniform_soup.log",
+        layout.log("merge", "uniform_soup"),
+    benchmark:
+        layout.model_benchmark("uniform_soup")
     conda:
         "../envs/torch.yaml"
     shell:
@@ -41,77 +49,89 @@ rule merge_uniform_soup:
 
 rule merge_wise_ft:
     input:
-        zeroshot="results/{study}/models/zeroshot/model.safetensors",
+        zeroshot=layout.model_weights(layout.ZEROSHOT),
         finetuned=finetuned([WISE_FT["seed"]]),
-        impl=impl("src/clipmerge/merging/wise_ft.py"),
+        metas=model_metas([layout.ZEROSHOT, layout.finetune_id(WISE_FT["seed"])]),
+        code=merge_code("wise_ft"),
     output:
-        weights="results/{study}/models/wise_ft_a{alpha}/model.safetensors",
-        meta="results/{study}/models/wise_ft_a{alpha}/meta.json",
+        weights=layout.model_weights("wise_ft_a{alpha}"),
+        meta=layout.model_meta("wise_ft_a{alpha}"),
+        diagnostics=layout.model_diagnostics("wise_ft_a{alpha}", kind=layout.WISE_FT),
     resources:
         mem_mb=4000,
     log:
-        "logs/{study}/merge/wise_ft_a{alpha}.log",
+        layout.log("merge", "wise_ft_a{alpha}"),
+    benchmark:
+        layout.model_benchmark("wise_ft_a{alpha}")
     conda:
         "../envs/torch.yaml"
     shell:
         "clipmerge merge --method wise_ft --anchor {input.zeroshot} --inputs {input.finetuned}"
-        " --alpha {wildcards.alpha} --out {output.weights} > {log} 2>&1"
+        " --alpha {wildcards.alpha} --model-id wise_ft_a{wildcards.alpha} --out {output.weights} > {log} 2>&1"
 
 
 rule greedy_soup:
     input:
         finetuned=finetuned(SEEDS),
-        heldout="results/{study}/splits/heldout.txt",
+        metas=model_metas(map(layout.finetune_id, SEEDS)),
+        heldout=layout.heldout_split(),
         world=world_manifest,
-        impl=impl("src/clipmerge/merging/greedy_soup.py", "src/clipmerge/merging/greedy_cli.py"),
+        code=code("greedy-soup"),
     output:
-        weights="results/{study}/models/greedy_soup/model.safetensors",
-        meta="results/{study}/models/greedy_soup/meta.json",
-        diagnostics="results/{study}/models/greedy_soup/greedy.json",
+        weights=layout.model_weights("greedy_soup"),
+        meta=layout.model_meta("greedy_soup"),
+        diagnostics=layout.model_diagnostics("greedy_soup"),
     params:
         root=train_root,
         accept=config["merge"].get("greedy_soup", {}).get("accept", "strict"),
+        # The decoded held-out cache (3.9 GB at paper scale) outlives the job: a rerun after adding
+        # a seed reuses it. It is rebuilt when the held-out files or the transform change.
+        cache=layout.heldout_cache(),
     resources:
         gpu=1,
         runtime=12 * 60,
         mem_mb=16000,
     log:
-        "logs/{study}/merge/greedy_soup.log",
+        layout.log("merge", "greedy_soup"),
+    benchmark:
+        layout.model_benchmark("greedy_soup")
     conda:
         "../envs/torch.yaml"
     shell:
         "clipmerge greedy-soup --inputs {input.finetuned} --train-root {params.root}"
-        # The decoded held-out cache (3.9 GB at paper scale) outlives the job: a rerun after adding
-        # a seed reuses it. It is rebuilt when the held-out files or the transform change.
         " --heldout {input.heldout} --accept {params.accept} --workers {threads}"
-        " --cache results/{wildcards.study}/cache/heldout.safetensors"
-        " --out {output.weights} > {log} 2>&1"
+        " --cache {params.cache} --out {output.weights} > {log} 2>&1"
 
 
 rule model_stock_periodic:
     input:
-        init="results/{study}/models/zeroshot/model.safetensors",
-        heldout="results/{study}/splits/heldout.txt",
+        init=layout.model_weights(layout.ZEROSHOT),
+        init_meta=layout.model_meta(layout.ZEROSHOT),
+        heldout=layout.heldout_split(),
         world=world_manifest,
-        impl=impl("src/clipmerge/periodic.py", "src/clipmerge/finetune", "src/clipmerge/merging/model_stock.py"),
+        code=code("periodic"),
     output:
-        weights="results/{study}/models/model_stock_periodic/model.safetensors",
-        meta="results/{study}/models/model_stock_periodic/meta.json",
-        history="results/{study}/models/model_stock_periodic/history.jsonl",
+        weights=layout.model_weights("model_stock_periodic"),
+        meta=layout.model_meta("model_stock_periodic"),
+        history=layout.model_history("model_stock_periodic"),
+        diagnostics=layout.model_diagnostics("model_stock_periodic"),
     params:
         root=train_root,
         seeds=" ".join(map(str, PERIODIC_SEEDS)),
-        flags=plan.cli_flags(config["finetune"], exclude={"seeds"}),
-        periodic=plan.cli_flags(config["merge"].get("model_stock_periodic", {}), exclude={"seeds"}),
+        flags=plan.result_flags(config, "finetune"),
+        periodic=plan.result_flags(config, "model_stock_periodic"),
     resources:
         gpu=1,
         runtime=48 * 60,
+        checkpoint_every=config["finetune"]["checkpoint_every"],
     log:
-        "logs/{study}/merge/model_stock_periodic.log",
+        layout.log("merge", "model_stock_periodic"),
+    benchmark:
+        layout.model_benchmark("model_stock_periodic")
     conda:
         "../envs/torch.yaml"
     shell:
         # exec: see rules/finetune.smk.
         "exec clipmerge periodic --init {input.init} --train-root {params.root} --heldout {input.heldout}"
-        " --seeds {params.seeds} {params.flags} {params.periodic} --workers {threads}"
-        " --out {output.weights} --history {output.history} > {log} 2>&1"
+        " --seeds {params.seeds} {params.flags} {params.periodic} --checkpoint-every {resources.checkpoint_every}"
+        " --workers {threads} --out {output.weights} --history {output.history} > {log} 2>&1"

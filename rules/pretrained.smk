@@ -5,23 +5,26 @@ if WORLD:
 
     rule pretrain_demo:
         input:
-            world="results/{study}/data/world.json",
-            impl=impl("src/clipmerge/pretrain.py"),
+            world=layout.world_manifest(),
+            code=code("pretrain"),
         output:
-            weights="results/{study}/pretrained/model.safetensors",
-            meta="results/{study}/pretrained/meta.json",
+            weights=layout.pretrained_weights(),
+            meta=layout.pretrained_meta(),
         params:
+            world=layout.world_dir(),
             arch=config["model"]["arch"],
             flags=plan.cli_flags(config.get("pretrain", {})),
         threads: 2
         resources:
             runtime=60,
         log:
-            "logs/{study}/pretrain_demo.log",
+            layout.log("pretrain_demo"),
+        benchmark:
+            layout.benchmark("pretrain_demo")
         conda:
             "../envs/torch.yaml"
         shell:
-            "clipmerge pretrain --world results/{wildcards.study}/data --arch {params.arch} {params.flags}"
+            "clipmerge pretrain --world {params.world} --arch {params.arch} {params.flags}"
             " --out {output.weights} > {log} 2>&1"
 
 else:
@@ -31,14 +34,18 @@ else:
         fetch_pretrained,
 
     rule fetch_pretrained:
+        input:
+            code=code("fetch-pretrained"),
         output:
-            weights="results/{study}/pretrained/model.safetensors",
-            meta="results/{study}/pretrained/meta.json",
+            weights=layout.pretrained_weights(),
+            meta=layout.pretrained_meta(),
         params:
             arch=config["model"]["arch"],
             pretrained=config["model"]["pretrained"],
         log:
-            "logs/{study}/fetch_pretrained.log",
+            layout.log("fetch_pretrained"),
+        benchmark:
+            layout.benchmark("fetch_pretrained")
         conda:
             "../envs/torch.yaml"
         shell:
@@ -48,17 +55,21 @@ else:
 
 rule build_zeroshot:
     input:
-        pretrained="results/{study}/pretrained/model.safetensors",
-        classnames=world_manifest,
-        impl=impl("src/clipmerge/zeroshot.py"),
+        pretrained=layout.pretrained_weights(),
+        pretrained_meta=layout.pretrained_meta(),
+        world=world_manifest,
+        templates=world_templates,
+        code=code("zeroshot"),
     output:
-        weights="results/{study}/models/zeroshot/model.safetensors",
-        meta="results/{study}/models/zeroshot/meta.json",
+        weights=layout.model_weights(layout.ZEROSHOT),
+        meta=layout.model_meta(layout.ZEROSHOT),
     params:
         classnames=classnames_spec,
         templates=templates_flag(),
     log:
-        "logs/{study}/build_zeroshot.log",
+        layout.log("build_zeroshot"),
+    benchmark:
+        layout.model_benchmark(layout.ZEROSHOT)
     conda:
         "../envs/torch.yaml"
     shell:

@@ -1,42 +1,52 @@
-# The comparison table and plots, compiled from the eval JSONs (never from MLflow).
+# The comparison table, the per-stage cost table and the plots, compiled from the result files
+# (never from MLflow).
 
 
 rule compile_table:
     input:
         evals=all_evals,
-        meta=expand("results/{{study}}/models/{model}/meta.json", model=MODELS),
+        metas=all_metas,
+        benchmarks=upstream_benchmarks,
+        code=code("table"),
     output:
-        csv=report("results/{study}/tables/comparison.csv", caption="../workflow/report/comparison.rst",
-                   category="Comparison"),
-        md="results/{study}/tables/comparison.md",
-        html="results/{study}/tables/comparison.html",
+        csv=report(layout.table("csv"), caption="../workflow/report/comparison.rst", category="Comparison"),
+        md=layout.table("md"),
+        html=layout.table("html"),
+        costs=report(layout.table("csv", "costs"), caption="../workflow/report/costs.rst", category="Comparison"),
+        costs_md=layout.table("md", "costs"),
     params:
-        models_dir=models_dir,
         roles=eval_roles(),
     log:
-        "logs/{study}/report/table.log",
+        layout.log("report", "table"),
+    benchmark:
+        layout.benchmark("compile_table")
     conda:
         "../envs/tracking.yaml"
     shell:
-        "clipmerge table --evals {input.evals} --models-dir {params.models_dir} {params.roles}"
-        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
+        "clipmerge table --evals {input.evals} --metas {input.metas} --benchmarks {input.benchmarks} {params.roles}"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html}"
+        " --out-costs-csv {output.costs} --out-costs-md {output.costs_md} > {log} 2>&1"
 
 
 rule plot_results:
     input:
         evals=all_evals,
-        meta=expand("results/{{study}}/models/{model}/meta.json", model=MODELS),
+        metas=all_metas,
+        **plot_diagnostics(),
+        code=code("plots"),
     output:
-        plots=report(expand("results/{{study}}/plots/{plot}.png", plot=PLOTS),
-                     caption="../workflow/report/plots.rst", category="Plots"),
+        **plot_outputs(),
     params:
-        models_dir=models_dir,
+        out_dir=layout.plots_dir(),
         roles=eval_roles(),
         plots=" ".join(PLOTS),
+        diagnostics=plot_diagnostics_flags,
     log:
-        "logs/{study}/report/plots.log",
+        layout.log("report", "plots"),
+    benchmark:
+        layout.benchmark("plot_results")
     conda:
         "../envs/tracking.yaml"
     shell:
-        "clipmerge plots --evals {input.evals} --models-dir {params.models_dir} {params.roles}"
-        " --plots {params.plots} --out-dir results/{wildcards.study}/plots > {log} 2>&1"
+        "clipmerge plots --evals {input.evals} --metas {input.metas} {params.roles} {params.diagnostics}"
+        " --plots {params.plots} --out-dir {params.out_dir} > {log} 2>&1"

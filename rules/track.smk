@@ -4,13 +4,17 @@
 
 
 rule init_mlflow:
+    input:
+        code=code("init-mlflow"),
     output:
-        "results/{study}/tracking/mlflow.json",
+        layout.tracking_receipt(),
     params:
         uri=MLFLOW_URI,
         experiment=config.get("mlflow", {}).get("experiment", f"clipmerge/{STUDY}"),
     log:
-        "logs/{study}/track/init_mlflow.log",
+        layout.log("track", "init_mlflow"),
+    benchmark:
+        layout.benchmark("init_mlflow")
     conda:
         "../envs/tracking.yaml"
     shell:
@@ -20,36 +24,47 @@ rule init_mlflow:
 
 rule log_mlflow:
     input:
-        receipt="results/{study}/tracking/mlflow.json",
-        meta="results/{study}/models/{model}/meta.json",
+        receipt=layout.tracking_receipt(),
+        meta=layout.model_meta(),
+        history=training_history,
+        diagnostics=model_diagnostics,
         evals=model_evals,
+        code=code("log-mlflow"),
     output:
-        "results/{study}/tracking/{model}.json",
+        layout.tracking_run(),
     params:
-        model_dir=model_dir,
+        history=lambda wildcards, input: f"--history {input.history}" if input.history else "",
+        diagnostics=lambda wildcards, input: f"--diagnostics {input.diagnostics}" if input.diagnostics else "",
         roles=eval_roles(),
         config_hash=config_hash,
     log:
-        "logs/{study}/track/{model}.log",
+        layout.log("track", "{model}"),
+    benchmark:
+        layout.benchmark("log_mlflow", "{model}")
     conda:
         "../envs/tracking.yaml"
     shell:
-        "clipmerge log-mlflow --receipt {input.receipt} --model-dir {params.model_dir} --evals {input.evals}"
-        " {params.roles} --config-hash {params.config_hash} --out {output} > {log} 2>&1"
+        "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --meta {input.meta}"
+        " {params.history} {params.diagnostics} --evals {input.evals} {params.roles}"
+        " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
 
 
 rule log_summary:
     input:
-        receipt="results/{study}/tracking/mlflow.json",
-        runs=expand("results/{{study}}/tracking/{model}.json", model=MODELS),
-        table="results/{study}/tables/comparison.csv",
-        plots=expand("results/{{study}}/plots/{plot}.png", plot=PLOTS),
+        receipt=layout.tracking_receipt(),
+        runs=[layout.tracking_run(m) for m in MODELS],
+        table=layout.table("csv"),
+        costs=layout.table("csv", "costs"),
+        plots=[layout.plot(p) for p in PLOTS],
+        code=code("log-mlflow"),
     output:
-        "results/{study}/tracking/summary.json",
+        layout.tracking_summary(),
     log:
-        "logs/{study}/track/summary.log",
+        layout.log("track", "summary"),
+    benchmark:
+        layout.benchmark("log_summary")
     conda:
         "../envs/tracking.yaml"
     shell:
-        "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.plots}"
-        " --out {output} > {log} 2>&1"
+        "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.costs}"
+        " {input.plots} --out {output} > {log} 2>&1"

@@ -39,8 +39,7 @@ def image_folder(tmp_path):
 @pytest.fixture(scope="session")
 def tiny_clip_file(tmp_path_factory):
     """A randomly initialised clipmerge-tiny CLIP saved like the pretrained stage saves it."""
-    from clipmerge.models import create_clip
-    from clipmerge.pretrained import save_clip
+    from clipmerge.models.clip import create_clip, save_clip
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("pretrained") / "model.safetensors"

@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipmerge.checkpoint import load_weights, read_meta
 from clipmerge.cli import main
-from clipmerge.finetune import resume
-from clipmerge.models import TINY_ARCH, classifier_arch
+from clipmerge.layout import read_meta
+from clipmerge.models.classifier import classifier_arch
+from clipmerge.models.clip import TINY_ARCH
+from clipmerge.training import resume
+from clipmerge.weights.checkpoint import load_weights
 from fixtures.training import make_tiny_task
 
 

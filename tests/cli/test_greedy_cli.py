@@ -9,10 +9,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from clipmerge import cli
-from clipmerge.checkpoint import header_metadata, load_weights, write_json
 from clipmerge.data.splits import heldout_set, image_folder
-from clipmerge.evaluate import predict, topk_accuracy
-from clipmerge.models import TINY_ARCH, eval_transform, load_classifier, new_classifier, save_classifier
+from clipmerge.evaluation.predict import predict, topk_accuracy
+from clipmerge.files import write_json
+from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
+from clipmerge.models.clip import TINY_ARCH, eval_transform
+from clipmerge.weights.checkpoint import header_metadata, load_weights
 from fixtures import imagenet_layouts as layouts
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from clipmerge.checkpoint import load_weights, read_json, write_json
 from clipmerge.cli import main
-from clipmerge.models import load_classifier, new_classifier, save_classifier
+from clipmerge.files import read_json, write_json
+from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
+from clipmerge.weights.checkpoint import load_weights
 
 ARCH = "clipmerge-tiny"
 

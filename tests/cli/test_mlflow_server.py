@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clipmerge.cli import main
-from clipmerge.tracking_init import start_mlflow_server
+from clipmerge.tracking.store import start_mlflow_server
 
 ID, SHIFTS = "test", ["v2", "r"]
 MODELS = ["zeroshot", "finetune_seed0", "model_stock"]
@@ -101,7 +101,8 @@ def test_workflow_logs_through_a_local_server_and_runs_search_returns_them(tmp_p
                             "--out", str(receipt)]]) == [0]
         experiment_id = json.loads(receipt.read_text())["experiment_id"]
         assert run_forked([
-            ["log-mlflow", "--receipt", str(receipt), "--model-dir", str(root / "models" / m), "--evals", *evals[m],
+            ["log-mlflow", "--receipt", str(receipt), "--study", root.name, "--meta",
+             str(root / "models" / m / "meta.json"), "--evals", *evals[m],
              "--id", ID, "--shifts", *SHIFTS, "--out", str(root / "tracking" / f"{m}.json")] for m in MODELS
         ]) == [0] * len(MODELS)
 

@@ -6,13 +6,16 @@ import json
 import pytest
 import torch
 
-from clipmerge.checkpoint import load_weights, read_json, read_meta
 from clipmerge.cli import main
-from clipmerge.finetune.recipe import Recipe
-from clipmerge.finetune.train import SeedRun, TrainData, make_deterministic
-from clipmerge.merging import model_stock
-from clipmerge.models import TINY_ARCH, load_classifier
-from clipmerge.periodic import PeriodicTrainer
+from clipmerge.files import read_json
+from clipmerge.layout import read_meta
+from clipmerge.merging.model_stock import model_stock
+from clipmerge.models.classifier import load_classifier
+from clipmerge.models.clip import TINY_ARCH
+from clipmerge.training.periodic import PeriodicTrainer
+from clipmerge.training.recipe import Recipe
+from clipmerge.training.trainer import SeedRun, TrainData, make_deterministic
+from clipmerge.weights.checkpoint import load_weights
 from fixtures.training import make_tiny_task
 
 CPU = torch.device("cpu")
@@ -86,7 +89,8 @@ def test_periodic_cli_writes_the_last_merge_with_its_diagnostics(task, tmp_path)
     assert code == 0
     meta = read_meta(out)
     assert (meta["model"], meta["method"], meta["seed"], meta["ingredients"]) == (
-        "model_stock_periodic", "model_stock_periodic", None, ["seed0", "seed1"])
+        "model_stock_periodic", "model_stock_periodic", None, [])  # trained from the zero-shot model
+    assert meta["hparams"]["seeds"] == [0, 1]
     assert meta["hparams"]["merge_every"] == "epoch" and meta["hparams"]["merge_period_steps"] == 5
     assert meta["hparams"]["anchor"] == "pretrained" and meta["hparams"]["reset_optimizer"] is False
     merges = read_json(out.with_name("merge_history.json"))

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from clipmerge.checkpoint import load_weights, read_json
 from clipmerge.cli import main
+from clipmerge.files import read_json
+from clipmerge.weights.checkpoint import load_weights
 
 
 @pytest.fixture

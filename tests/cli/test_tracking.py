@@ -108,8 +108,19 @@ def run_forked(commands):
     return [p.exitcode for p in procs]
 
 
+def model_files(root, model):
+    """The --meta/--history/--diagnostics flags of a model's files under results/<study>/models/."""
+    mdir = root / "models" / model
+    flags = ["--meta", str(mdir / "meta.json")]
+    if (mdir / "history.jsonl").is_file():
+        flags += ["--history", str(mdir / "history.jsonl")]
+    if (mdir / "merge.json").is_file():
+        flags += ["--diagnostics", str(mdir / "merge.json")]
+    return flags
+
+
 def log_cmd(root, evals, receipt, model, *extra):
-    return ["log-mlflow", "--receipt", str(receipt), "--model-dir", str(root / "models" / model),
+    return ["log-mlflow", "--receipt", str(receipt), "--study", root.name, *model_files(root, model),
             "--evals", *evals[model], "--id", ID, "--shifts", *SHIFTS, "--config-hash", "cfg1",
             "--out", str(root / "tracking" / f"{model}.json"), *extra]
 
@@ -238,7 +249,7 @@ def test_a_receipt_from_another_store_is_refused(study, monkeypatch, capsys):
 
 
 def test_lockstep_history_gets_one_curve_per_seed():
-    from clipmerge.tracking import history_curves
+    from clipmerge.tracking.runs import history_curves
 
     rows = [{"step": 1, "seed": 0, "loss": 2.0, "lr": 0.1, "train_top1": None, "elapsed_s": 1.5},
             {"step": 1, "seed": 1, "loss": 3.0, "lr": 0.1, "elapsed_s": 2.0}]

@@ -1,5 +1,5 @@
 """A process SIGKILLed in the middle of writing a checkpoint never leaves a file at the final path that
-looks complete: the previous file stays byte-identical and loadable (clipmerge.checkpoint.atomic_write,
+looks complete: the previous file stays byte-identical and loadable (clipmerge.files.atomic_write,
 which every checkpoint, meta.json and streamed merge goes through)."""
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clipmerge.checkpoint import load_weights, write_json
 from clipmerge.cli import main
-from clipmerge.models import TINY_ARCH, load_classifier, new_classifier, save_classifier
+from clipmerge.files import write_json
+from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
+from clipmerge.models.clip import TINY_ARCH
+from clipmerge.weights.checkpoint import load_weights
 
 HEADER = {"format": "clipmerge-classifier-v1", "arch": TINY_ARCH, "num_classes": "3"}
 
@@ -45,7 +47,7 @@ def test_sigkill_inside_atomic_write_keeps_the_previous_checkpoint(tmp_path):
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from clipmerge.checkpoint import atomic_write\n"
+        "from clipmerge.files import atomic_write\n"
         "data = Path(sys.argv[2]).read_bytes()\n"
         "def write(tmp):\n"
         "    with open(tmp, 'wb') as fh:\n"

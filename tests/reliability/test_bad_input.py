@@ -25,9 +25,11 @@ from reliability_helpers import snapshot
 from safetensors.torch import save_file
 from snakemake_runner import TINY_CONFIG, snakemake
 
-from clipmerge.checkpoint import load_weights, write_json
 from clipmerge.cli import main
-from clipmerge.models import TINY_ARCH, new_classifier, save_classifier
+from clipmerge.files import write_json
+from clipmerge.models.classifier import new_classifier, save_classifier
+from clipmerge.models.clip import TINY_ARCH
+from clipmerge.weights.checkpoint import load_weights
 
 CLASSES = ["cat", "dog", "fox"]
 NAN_KEY = "visual.transformer.resblocks.2.mlp.c_fc.weight"
@@ -111,6 +113,7 @@ def study(tmp_path_factory):
     (bad / "nan").mkdir()
     save_file(poisoned, bad / "nan" / "model.safetensors",
               metadata={"format": "clipmerge-classifier-v1", "arch": TINY_ARCH, "num_classes": "3"})
+    (bad / "nan" / "meta.json").write_text('{"model": "x", "pretrained": "demo"}')
     # A real second architecture (half the width), and its weights under a header that claims clipmerge-tiny.
     config = copy.deepcopy(open_clip.get_model_config(TINY_ARCH))
     config["embed_dim"] = 32

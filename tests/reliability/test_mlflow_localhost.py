@@ -1,4 +1,4 @@
-"""The MLflow UI the project starts (`make mlflow-ui`, clipmerge.tracking_init's server helpers) binds to
+"""The MLflow UI the project starts (`make mlflow-ui`, clipmerge.tracking.store's server helpers) binds to
 127.0.0.1 only: the command lines, and a started server's listening sockets read from /proc/net/tcp{,6}."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from clipmerge.tracking_init import mlflow_server_argv
+from clipmerge.tracking.store import mlflow_server_argv
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

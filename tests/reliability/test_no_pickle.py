@@ -180,7 +180,7 @@ def test_a_pickle_where_a_checkpoint_is_expected_is_refused_not_run(malicious_pt
 
 def test_a_plain_tensor_pt_still_loads_in_fetch_pretrained(tmp_path, tiny_clip_file):
     """weights_only=True refuses code, not weights: an open_clip-style .pt state dict is accepted."""
-    from clipmerge.checkpoint import load_weights
+    from clipmerge.weights.checkpoint import load_weights
 
     state = load_weights(tiny_clip_file)
     pt = tmp_path / "clip.pt"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from snakemake_runner import TINY_CONFIG, snakemake
 
-from clipmerge import plan
+from clipmerge.workflow import plan
 
 pytestmark = pytest.mark.slow
 

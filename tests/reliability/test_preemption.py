@@ -25,8 +25,8 @@ import torch
 import yaml
 from snakemake_runner import REPO, TINY_CONFIG, env, snakemake
 
-from clipmerge.checkpoint import load_weights
-from clipmerge.finetune import resume
+from clipmerge.training import resume
+from clipmerge.weights.checkpoint import load_weights
 
 pytestmark = pytest.mark.slow
 

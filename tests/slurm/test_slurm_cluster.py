@@ -28,7 +28,7 @@ import torch
 import yaml
 from safetensors import safe_open
 
-from clipmerge.finetune import resume
+from clipmerge.training import resume
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "tests" / "workflow" / "tiny.yaml"

@@ -8,7 +8,7 @@ from torchvision import transforms as T
 from clipmerge.data import cache
 from clipmerge.data.splits import image_folder, relative_paths
 from clipmerge.errors import ClipmergeError
-from clipmerge.models import eval_transform
+from clipmerge.models.clip import eval_transform
 from fixtures import imagenet_layouts as layouts
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]

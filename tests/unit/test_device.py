@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from clipmerge.device import autocast, loader_kwargs, pick_device
 from clipmerge.errors import ClipmergeError
+from clipmerge.models.device import autocast, loader_kwargs, pick_device
 
 
 def test_auto_picks_cuda_only_when_available():

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from clipmerge.evaluate import predict, topk_accuracy
+from clipmerge.evaluation.predict import predict, topk_accuracy
 
 
 def test_topk_counts_hits():

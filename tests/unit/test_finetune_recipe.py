@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.finetune.mixup import mixup, mixup_loss
-from clipmerge.finetune.recipe import Recipe, add_recipe_args, recipe_from_args
-from clipmerge.finetune.sampler import StepBatchSampler
-from clipmerge.finetune.schedule import lr_at, steps_per_epoch, total_steps
-from clipmerge.finetune.streams import AUGMENT, ORDER, derive_seed, epoch_order
+from clipmerge.training.mixup import mixup, mixup_loss
+from clipmerge.training.recipe import Recipe, add_recipe_args, recipe_from_args
+from clipmerge.training.sampler import StepBatchSampler
+from clipmerge.training.schedule import lr_at, steps_per_epoch, total_steps
+from clipmerge.training.streams import AUGMENT, ORDER, derive_seed, epoch_order
 
 
 def test_recipe_defaults_are_wise_ft():

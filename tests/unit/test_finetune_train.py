@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.finetune import resume
-from clipmerge.finetune.augment import SeededAugmentation
-from clipmerge.finetune.recipe import Recipe
-from clipmerge.finetune.train import NonFiniteLoss, SeedRun, TrainData, Trainer, make_deterministic
-from clipmerge.models import TINY_ARCH, load_classifier
+from clipmerge.models.classifier import load_classifier
+from clipmerge.models.clip import TINY_ARCH
+from clipmerge.training import resume
+from clipmerge.training.augment import SeededAugmentation
+from clipmerge.training.recipe import Recipe
+from clipmerge.training.trainer import NonFiniteLoss, SeedRun, TrainData, Trainer, make_deterministic
 from fixtures.training import make_tiny_task
 
 CPU = torch.device("cpu")

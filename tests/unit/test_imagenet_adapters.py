@@ -18,7 +18,7 @@ from torchvision import transforms as T
 from clipmerge.data import imagenet
 from clipmerge.data.eval_sets import ADAPTERS, build_eval_set
 from clipmerge.errors import ClipmergeError
-from clipmerge.evaluate import predict, topk_accuracy
+from clipmerge.evaluation.predict import predict, topk_accuracy
 from fixtures import imagenet_layouts as layouts
 
 TO_TENSOR = T.ToTensor()

@@ -5,7 +5,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.merging import merge_checkpoints, model_stock, uniform_soup, wise_ft
+from clipmerge.merging.driver import merge_checkpoints
+from clipmerge.merging.model_stock import model_stock
+from clipmerge.merging.uniform_soup import uniform_soup
+from clipmerge.merging.wise_ft import wise_ft
 
 METADATA = {"format": "clipmerge-classifier-v1", "arch": "clipmerge-tiny", "num_classes": "3"}
 
@@ -72,7 +75,7 @@ def test_uniform_soup_and_wise_ft_streamed_equal_in_memory(checkpoints, tmp_path
 
 
 def test_output_metadata_is_the_inputs(checkpoints, tmp_path):
-    from clipmerge.streaming import read_layout
+    from clipmerge.weights.streaming import read_layout
 
     _, _, zs_path, ft_paths = checkpoints
     merge_checkpoints("uniform_soup", ft_paths, tmp_path / "u.safetensors")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.merging import model_stock
+from clipmerge.merging.model_stock import model_stock
 
 
 def equiangular_deltas(n: int, cos: float, dim: int = 64, seed: int = 0) -> list[torch.Tensor]:

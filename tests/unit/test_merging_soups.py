@@ -1,12 +1,18 @@
 """Uniform soup, WiSE-FT, greedy soup and the registry."""
 
+import operator
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.merging import METHOD_NAMES, REGISTRY, get, greedy_soup, uniform_soup, wise_ft
+from clipmerge.layout import METHOD_NAMES
+from clipmerge.merging.greedy_soup import greedy_soup
+from clipmerge.merging.registry import REGISTRY, get
+from clipmerge.merging.uniform_soup import uniform_soup
+from clipmerge.merging.wise_ft import wise_ft
 
 
 def test_uniform_soup_of_copies_is_the_copy():
@@ -119,10 +125,37 @@ def test_greedy_soup_scores_candidates_itself_without_scores():
     assert result.ingredients == ["a", "b", "c"]
 
 
-def test_greedy_soup_ties_keep_the_given_order():
-    run = ScriptedRun(VALUES, [0.0, 0.0, 0.0])
-    result = greedy_soup(["b", "a", "c", "d"], run.load, run.evaluate, scores=dict.fromkeys("abcd", 1.0))
-    assert [c for c, _ in result.ranking] == ["b", "a", "c", "d"]
+def model_soups_order(candidates, scores):
+    """model-soups main.py: sorted(individual accuracies.items(), key=itemgetter(1)), then .reverse()."""
+    ranked = sorted(((c, scores[c]) for c in candidates), key=operator.itemgetter(1))
+    ranked.reverse()
+    return [c for c, _ in ranked]
+
+
+@pytest.mark.parametrize("scores", [
+    dict.fromkeys("bacd", 1.0),  # all tied: the reverse of the given order
+    {"b": 85.0, "a": 90.0, "c": 85.0, "d": 70.0},  # one tie in the middle
+    {"b": 70.0, "a": 70.0, "c": 90.0, "d": 90.0},  # two ties
+])
+def test_greedy_soup_orders_ties_as_model_soups_does(scores):
+    run = ScriptedRun(VALUES, [0.0] * 3)
+    result = greedy_soup(list(scores), run.load, run.evaluate, scores=scores)
+    assert [c for c, _ in result.ranking] == model_soups_order(list(scores), scores)
+    assert run.loaded == model_soups_order(list(scores), scores)
+    if len(set(scores.values())) == 1:
+        assert [c for c, _ in result.ranking] == ["d", "c", "a", "b"]
+
+
+@pytest.mark.parametrize(("accept", "soup"), [(">", 8.0), (">=", (8.0 + 3.0) / 2)])
+def test_tied_candidates_with_geq_make_the_soup_model_soups_makes(accept, soup):
+    # b and c tie individually; the later one (c) starts the soup, and the tied trial soup (b+c)/2
+    # scores the same as c alone: kept only with ">=".
+    scores = {"b": 85.0, "c": 85.0}
+    run = ScriptedRun(VALUES, [85.0])
+    result = greedy_soup(["b", "c"], run.load, run.evaluate, scores=scores, accept=accept)
+    assert result.ingredients[0] == "c"
+    assert result.ingredients == (["c"] if accept == ">" else ["c", "b"])
+    assert float(result.soup["w"]) == pytest.approx(soup)
 
 
 def test_greedy_soup_argument_errors():

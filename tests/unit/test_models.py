@@ -4,9 +4,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clipmerge.checkpoint import load_weights
 from clipmerge.errors import ClipmergeError
-from clipmerge.models import classifier_arch, load_classifier, new_classifier, save_classifier
+from clipmerge.models.classifier import classifier_arch, load_classifier, new_classifier, save_classifier
+from clipmerge.weights.checkpoint import load_weights
 
 
 @pytest.fixture

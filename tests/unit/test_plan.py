@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipmerge import plan
 from clipmerge.errors import ClipmergeError
+from clipmerge import layout
+from clipmerge.workflow import plan
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def test_model_ids_follow_table_order(config):
 
 
 def test_alpha_ids_are_exact_and_short():
-    assert [plan.alpha_id(a) for a in (0, 0.5, 1.0, 0.125)] == [
+    assert [layout.wise_ft_id(a) for a in (0, 0.5, 1.0, 0.125)] == [
         "wise_ft_a0", "wise_ft_a0.5", "wise_ft_a1", "wise_ft_a0.125"]
 
 

@@ -5,7 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from clipmerge import plots
+from clipmerge.reporting import plots
+from clipmerge.reporting.results import read_metas
 from clipmerge.cli import main
 from clipmerge.errors import ClipmergeError
 
@@ -38,8 +39,12 @@ FULL = {"zeroshot": [], "finetune_seed0": ["zeroshot"], "finetune_seed1": ["zero
 
 
 def run_plots(root, paths, out, *extra):
-    return main(["plots", "--evals", *map(str, paths), "--models-dir", str(root / "models"), "--id", ID,
-                 "--shifts", *SHIFTS, "--out-dir", str(out), *extra])
+    diagnostics = [(flag, root / "models" / model / name) for flag, model, name in
+                   [("--merge-diagnostics", "model_stock", "merge.json"), ("--greedy-diagnostics", "greedy_soup",
+                                                                           "greedy.json")]]
+    flags = [str(a) for flag, path in diagnostics if path.is_file() for a in (flag, path)]
+    return main(["plots", "--evals", *map(str, paths), "--metas", *map(str, (root / "models").glob("*/meta.json")),
+                 "--id", ID, "--shifts", *SHIFTS, "--out-dir", str(out), *flags, *extra])
 
 
 def png_size(path):
@@ -88,7 +93,7 @@ def test_wise_ft_curve_runs_from_zeroshot_to_its_finetune(tmp_path):
     for model in ["wise_ft_a0.5", "wise_ft_a1.0"]:
         write_json(tmp_path / model / "meta.json", {"model": model, "ingredients": ["zeroshot", "finetune_seed0"]})
     # alpha 1 is a WiSE-FT model already, so the fine-tune is not appended as a second alpha-1 point.
-    assert plots.wise_curves(accuracy, tmp_path) == {
+    assert plots.wise_curves(accuracy, read_metas(tmp_path.glob("*/meta.json"))) == {
         "finetune_seed0": [(0.0, "zeroshot"), (0.5, "wise_ft_a0.5"), (1.0, "wise_ft_a1.0")]}
 
 

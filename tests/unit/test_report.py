@@ -8,10 +8,12 @@ import sys
 import pandas as pd
 import pytest
 
-from clipmerge import report
 from clipmerge.cli import main
 from clipmerge.errors import ClipmergeError
-from clipmerge.results import model_sort_key, read_evals, training_hours
+from clipmerge.evaluation.records import read_evals
+from clipmerge.layout import model_sort_key
+from clipmerge.reporting import table as report
+from clipmerge.reporting.results import model_benchmarks, read_metas, training_hours
 
 ID, SHIFTS = "test", ["v2", "r", "sketch", "objectnet", "a"]
 # top-1 per eval set (ID first, then SHIFTS), irregular so a swapped column cannot pass.
@@ -23,7 +25,15 @@ TOP1 = {
     "uniform_soup": [66.7, 54.9, 46.2, 32.0, 22.1, 12.5],
     "finetune_seed0": [63.1, 52.8, 41.0, 30.0, 20.4, 11.0],
 }
-HOURS_S = {"finetune_seed0": 1800.0, "finetune_seed1": 5400.0}  # elapsed_s at the last step
+HOURS_S = {"finetune_seed0": 1800.0, "finetune_seed1": 5400.0}  # the fine-tunes' jobs; merges take no time here
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def write_benchmark(root, model, seconds):
+    """A Snakemake benchmark file (its real columns) of the job that made ``model``."""
+    path = root / "benchmarks" / "models" / f"{model}.tsv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(BENCHMARK_HEADER + f"{seconds}\t0:00:00\t100.5\t200\t90\t95\t0\t0\t50.0\t{seconds / 2}\n")
 
 
 def write_json(path, obj):
@@ -43,10 +53,8 @@ def write_study(root, device="cpu"):
         write_json(root / "models" / model / "meta.json",
                    {"model": model, "method": method, "arch": "tiny", "pretrained": "demo", "seed": None,
                     "ingredients": ingredients.get(model, []), "hparams": hparams, "git_sha": "abc"})
-    for model, last in HOURS_S.items():
-        rows = [{"step": s, "epoch": 0, "loss": 1.0, "lr": 1e-4, "train_top1": 50.0, "images_per_s": 9.0,
-                 "elapsed_s": last * (s + 1) / 3} for s in range(3)]
-        (root / "models" / model / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for model in TOP1:
+        write_benchmark(root, model, HOURS_S.get(model, 0.0))
     paths = []
     for model, values in TOP1.items():
         for eval_set, top1 in zip([ID, *SHIFTS], values, strict=True):
@@ -63,9 +71,20 @@ def study(tmp_path):
     return root, write_study(root)
 
 
+def build(root, paths):
+    """The table of the study under ``root`` from its files, as `clipmerge table` builds it."""
+    return report.build_table(read_evals(paths), read_metas((root / "models").glob("*/meta.json")),
+                              model_benchmarks((root / "benchmarks").rglob("*.tsv")), ID, SHIFTS)
+
+
+def table_inputs(root, paths):
+    return ["--evals", *map(str, paths), "--metas", *map(str, (root / "models").glob("*/meta.json")),
+            "--benchmarks", *map(str, (root / "benchmarks").rglob("*.tsv"))]
+
+
 def test_table_numbers_order_cost_and_best(study):
     root, paths = study
-    table = report.build_table(read_evals(paths), root / "models", ID, SHIFTS)
+    table = build(root, paths)
 
     assert list(table.index) == ["zeroshot", "finetune_seed0", "finetune_seed1", "uniform_soup", "model_stock",
                                  "wise_ft_a0.5"]
@@ -92,7 +111,7 @@ def test_table_numbers_order_cost_and_best(study):
 def test_table_command_writes_csv_md_html_and_prints_markdown(study, tmp_path, capsys):
     root, paths = study
     out = tmp_path / "tables"
-    rc = main(["table", "--evals", *map(str, paths), "--models-dir", str(root / "models"), "--id", ID,
+    rc = main(["table", *table_inputs(root, paths), "--id", ID,
                "--shifts", *SHIFTS, "--out-csv", str(out / "comparison.csv"), "--out-md", str(out / "comparison.md"),
                "--out-html", str(out / "comparison.html")])
     assert rc == 0
@@ -116,11 +135,10 @@ def test_missing_eval_json_is_named(study, capsys):
     missing = root / "eval" / "model_stock" / "sketch.json"
     kept = [p for p in paths if p != missing]
     with pytest.raises(ClipmergeError, match=r"eval/model_stock/sketch\.json"):
-        report.build_table(read_evals(kept), root / "models", ID, SHIFTS)
+        build(root, kept)
 
     missing.unlink()  # passed but not on disk: the CLI exits 2 naming the file
-    rc = main(["table", "--evals", *map(str, paths), "--models-dir", str(root / "models"), "--id", ID,
-               "--shifts", *SHIFTS, "--out-csv", str(root / "t.csv")])
+    rc = main(["table", *table_inputs(root, paths), "--id", ID, "--shifts", *SHIFTS, "--out-csv", str(root / "t.csv")])
     assert rc == 2
     assert f"{missing}: file not found" in capsys.readouterr().err
 
@@ -137,7 +155,7 @@ def test_hours_column_follows_the_recorded_device(tmp_path):
     for device, column in [("cuda:0", "gpu_hours"), ("auto", "compute_hours")]:
         root = tmp_path / device
         paths = write_study(root, device=device)
-        table = report.build_table(read_evals(paths), root / "models", ID, SHIFTS)
+        table = build(root, paths)
         assert column in table.columns
 
 
@@ -157,25 +175,25 @@ def test_training_hours_adds_up_clock_restarts_after_resume():
 def test_periodic_model_stock_counts_its_seeds_on_its_own_clock(study):
     root, paths = study
     model = "model_stock_periodic"
-    # Trained in lockstep: one history for all seeds, rows tagged by seed, one clock.
+    # Trained in lockstep: one job for all seeds, one clock.
     write_json(root / "models" / model / "meta.json",
                {"model": model, "method": model, "arch": "tiny", "pretrained": "demo", "seed": None,
                 "ingredients": ["seed0", "seed1", "seed2"], "hparams": {"seeds": [0, 1, 2], "device": "cpu"},
                 "git_sha": "abc"})
-    rows = [{"step": 1, "seed": k, "loss": 1.0, "elapsed_s": 2400.0 * (k + 1)} for k in range(3)]
-    (root / "models" / model / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_benchmark(root, model, 7200.0)  # one job trains all three seeds
     for eval_set in [ID, *SHIFTS]:
         path = root / "eval" / model / f"{eval_set}.json"
         write_json(path, {"model": model, "eval_set": eval_set, "top1": 70.0, "top5": 90.0, "n": 100})
         paths.append(path)
-    table = report.build_table(read_evals(paths), root / "models", ID, SHIFTS)
+    table = build(root, paths)
     assert list(table.index).index(model) == list(table.index).index("model_stock") + 1
     assert table.loc[model, "num_finetunes"] == 3 and table.loc[model, "cpu_hours"] == pytest.approx(2.0)
 
 
 def test_downstream_modules_import_neither_torch_nor_mlflow():
     # The tracking environment has no torch, and `import mlflow` (1.6 s) waits until a command needs it.
-    code = ("import sys\nfrom clipmerge import plots, report, results, tracking, tracking_init\n"
+    code = ("import sys\nfrom clipmerge.reporting import plots, results, table\nfrom clipmerge.tracking import runs, store\n"
+            "from clipmerge.commands import init_mlflow, log_mlflow, plots, table\n"
             "print(sorted({'torch', 'mlflow'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.streaming import (
+from clipmerge.weights.streaming import (
     Layout,
     TensorReader,
     TensorSpec,

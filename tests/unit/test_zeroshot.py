@@ -4,8 +4,10 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from clipmerge.models import classifier_from_clip, create_clip
-from clipmerge.zeroshot import resolve_templates, zero_shot_head
+from clipmerge.models.classifier import classifier_from_clip
+from clipmerge.models.clip import create_clip
+from clipmerge.data.classnames import resolve_templates
+from clipmerge.models.zeroshot import zero_shot_head
 
 
 def test_classifier_logits_equal_clip_zero_shot_logits(tiny_clip_file):

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.streaming import Layout, TensorSpec, write_order, write_streaming
+from clipmerge.weights.streaming import Layout, TensorSpec, write_order, write_streaming
 
 log = logging.getLogger(__name__)
 

@@ -47,3 +47,13 @@ def load_templates(spec: str) -> list:
     if bad or not templates:
         raise ClipmergeError(f"{path}: every template needs a '{{}}' placeholder (bad: {bad[:2]})")
     return templates
+
+
+def resolve_templates(values: list[str]) -> list:
+    """One name/file (see load_templates) or literal templates containing '{}'."""
+    if len(values) == 1 and "{}" not in values[0]:
+        return load_templates(values[0])
+    bad = [v for v in values if "{}" not in v]
+    if bad:
+        raise ClipmergeError(f"templates must contain '{{}}': {bad}")
+    return values

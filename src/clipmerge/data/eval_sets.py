@@ -1,36 +1,18 @@
-"""Evaluation-set adapters: each one owns its label space and how head logits project onto it.
+"""The evaluation-set adapters by name: each turns an on-disk dataset into an :class:`EvalSet`.
 
-An adapter turns an on-disk dataset into an :class:`EvalSet`. The generic ``imagefolder`` adapter
-serves the demo world: class folders named like the head's classes, possibly a subset of them (the
-demo's r/a/objectnet sets, like ImageNet-R/A keep 200 of 1000 classes), scored by keeping only the
-subset's logit columns.
+The generic ``imagefolder`` adapter serves the demo world: class folders named like the head's classes,
+possibly a subset of them (the demo's r/a/objectnet sets, like ImageNet-R/A keep 200 of 1000 classes),
+scored by keeping only the subset's logit columns. The ImageNet adapters are in imagenet.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import torch
-from torch.utils.data import Dataset
-
+from clipmerge.data.eval_set import EvalSet, columns_projection
 from clipmerge.data.imagenet import IMAGENET_ADAPTERS
 from clipmerge.data.splits import image_folder
 from clipmerge.errors import ClipmergeError
-
-
-@dataclass
-class EvalSet:
-    """A dataset whose labels index its own classes, and the projection from head logits to them."""
-
-    dataset: Dataset
-    project: Callable[[torch.Tensor], torch.Tensor]
-    num_classes: int
-
-
-def column_projection(columns: list[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    index = torch.tensor(columns, dtype=torch.long)
-    return lambda logits: logits.index_select(1, index.to(logits.device))
 
 
 def imagefolder(root, transform, classnames: list[str] | None) -> EvalSet:
@@ -42,7 +24,7 @@ def imagefolder(root, transform, classnames: list[str] | None) -> EvalSet:
     if unknown:
         raise ClipmergeError(f"{root}: class folders {unknown[:5]} are not classes of the head")
     columns = [classnames.index(c) for c in dataset.classes]
-    return EvalSet(dataset, column_projection(columns), len(columns))
+    return EvalSet(dataset, columns_projection(columns), len(columns))
 
 
 ADAPTERS: dict[str, Callable[..., EvalSet]] = {"imagefolder": imagefolder, **IMAGENET_ADAPTERS}

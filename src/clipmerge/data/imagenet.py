@@ -27,17 +27,15 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from clipmerge.data import eval_set
+from clipmerge.data.eval_set import EvalSet
 from clipmerge.data.images import load_image
+from clipmerge.data.layouts import LAYOUTS
 from clipmerge.errors import ClipmergeError
-
-if TYPE_CHECKING:
-    from clipmerge.data.eval_sets import EvalSet
 
 log = logging.getLogger(__name__)
 
@@ -56,17 +54,6 @@ FULL_COUNTS = {
 V2_FOLDERS = ("ImageNetV2-matched-frequency", "imagenetv2-matched-frequency-format-val")
 OBJECTNET_FOLDERS = 313
 OBJECTNET_BORDER = 2  # pixels cut from every side of an ObjectNet image (model-soups/wise-ft ``crop``)
-
-LAYOUTS = {
-    "imagenet": "<root>/n01440764/*.JPEG ... : the ImageNet val folder with its 1000 wnid folders",
-    "imagenet_v2": "<root>/ImageNetV2-matched-frequency/<0..999>/*.jpeg "
-    "(or <root>/imagenetv2-matched-frequency-format-val/<0..999>/*.jpeg)",
-    "imagenet_sketch": "<root>/n01440764/*.JPEG ... : the ImageNet-Sketch 'sketch' folder with 1000 wnid folders",
-    "imagenet_r": "<root>/n01443537/*.jpg ... : the imagenet-r folder with its 200 wnid folders",
-    "imagenet_a": "<root>/n01498041/*.jpg ... : the imagenet-a folder with its 200 wnid folders",
-    "objectnet": "<root>/images/<folder>/*.png : the ObjectNet 1.0 folder, 313 object folders under images/",
-}
-
 
 class ImageFiles(Dataset):
     """Labelled image files, decoded with torchvision's loader (RGB PIL), optionally cut by a border.
@@ -142,41 +129,10 @@ def _json(name: str) -> dict:
 # Projections from the head's 1000 logits
 
 
-def _check_imagenet_head(logits: torch.Tensor) -> None:
-    if logits.shape[1] != NUM_IMAGENET_CLASSES:
-        raise ClipmergeError(
-            f"the ImageNet adapters need a head over the 1000 ImageNet classes; got {logits.shape[1]} logits"
-        )
-
-
-def identity_projection(logits: torch.Tensor) -> torch.Tensor:
-    """ImageNet, V2 and Sketch score all 1000 classes."""
-    _check_imagenet_head(logits)
-    return logits
-
-
-def columns_projection(columns: Sequence[int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Keep ``columns`` of the 1000 logits, in that order (ImageNet-R/A: ``project_logits``)."""
-    index = torch.tensor(columns, dtype=torch.long)
-
-    def project(logits: torch.Tensor) -> torch.Tensor:
-        _check_imagenet_head(logits)
-        return logits.index_select(1, index.to(logits.device))
-
-    return project
-
-
-def max_projection(groups: Sequence[Sequence[int]]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Class k scores the max of the logits of ``groups[k]`` (ObjectNet's ``project_logits``)."""
-    width = max(len(g) for g in groups)
-    # Pad each group by repeating its first index: a repeated column never changes a max.
-    index = torch.tensor([list(g) + [g[0]] * (width - len(g)) for g in groups], dtype=torch.long)
-
-    def project(logits: torch.Tensor) -> torch.Tensor:
-        _check_imagenet_head(logits)
-        return logits[:, index.to(logits.device)].amax(dim=2)
-
-    return project
+# The head's 1000 logits onto each set's label space (one implementation in eval_set.py).
+identity_projection = eval_set.identity_projection(NUM_IMAGENET_CLASSES)
+columns_projection = functools.partial(eval_set.columns_projection, head_width=NUM_IMAGENET_CLASSES)
+max_projection = functools.partial(eval_set.max_projection, head_width=NUM_IMAGENET_CLASSES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,13 +198,6 @@ def _check_classnames(adapter: str, classnames: list[str] | None) -> None:
 # The adapters
 
 
-def _eval_set(dataset: Dataset, project, num_classes: int) -> EvalSet:
-    # Imported here because eval_sets imports this module to register the adapters.
-    from clipmerge.data.eval_sets import EvalSet
-
-    return EvalSet(dataset, project, num_classes)
-
-
 def _wnid_set(adapter: str, root, transform, classnames, wnids: Sequence[str], project) -> EvalSet:
     """A set of wnid folders; labels follow ``wnids`` order, which is sorted, i.e. ImageFolder order."""
     _check_classnames(adapter, classnames)
@@ -256,7 +205,7 @@ def _wnid_set(adapter: str, root, transform, classnames, wnids: Sequence[str], p
     _check_folders(adapter, root, _subfolders(adapter, root), wnids)
     samples = _scan(adapter, root, {wnid: i for i, wnid in enumerate(wnids)})
     _log_count(adapter, root, len(samples), len(wnids))
-    return _eval_set(ImageFiles(samples, transform), project, len(wnids))
+    return EvalSet(ImageFiles(samples, transform), project, len(wnids))
 
 
 def imagenet(root, transform, classnames: list[str] | None = None) -> EvalSet:
@@ -304,7 +253,7 @@ def imagenet_v2(root, transform, classnames: list[str] | None = None) -> EvalSet
     _check_folders(adapter, data, _subfolders(adapter, data), expected)
     samples = _scan(adapter, data, {name: int(name) for name in expected})
     _log_count(adapter, data, len(samples), NUM_IMAGENET_CLASSES)
-    return _eval_set(ImageFiles(samples, transform), identity_projection, NUM_IMAGENET_CLASSES)
+    return EvalSet(ImageFiles(samples, transform), identity_projection, NUM_IMAGENET_CLASSES)
 
 
 def objectnet(root, transform, classnames: list[str] | None = None) -> EvalSet:
@@ -334,7 +283,7 @@ def objectnet(root, transform, classnames: list[str] | None = None) -> EvalSet:
     samples = _scan(adapter, images, {folder: k for k, (folder, _) in enumerate(classes)})
     _log_count(adapter, root, len(samples), len(classes))
     project = max_projection([ids for _, ids in classes])
-    return _eval_set(ImageFiles(samples, transform, border=OBJECTNET_BORDER), project, len(classes))
+    return EvalSet(ImageFiles(samples, transform, border=OBJECTNET_BORDER), project, len(classes))
 
 
 IMAGENET_ADAPTERS: dict[str, Callable[..., EvalSet]] = {

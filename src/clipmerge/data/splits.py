@@ -9,12 +9,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from torch.utils.data import Subset
+from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 
-from clipmerge.checkpoint import atomic_write
 from clipmerge.data.images import load_image
 from clipmerge.errors import ClipmergeError
+from clipmerge.files import atomic_write
 
 
 def image_folder(root, transform=None) -> ImageFolder:
@@ -82,16 +82,15 @@ def heldout_set(root, split_file, transform=None) -> Subset:
     return _subset(image_folder(root, transform), split_file, keep_heldout=True)
 
 
-def configure(parser) -> None:
-    parser.add_argument("--train-root", required=True, help="training ImageFolder root")
-    parser.add_argument("--per-class", type=int, required=True, help="held-out images per class (26 for ImageNet)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
-    parser.add_argument("--out", required=True, help="output file list")
+class Transformed(Dataset):
+    """``dataset``'s (image, label) items with ``transform`` applied to the image."""
 
+    def __init__(self, dataset: Dataset, transform):
+        self.dataset, self.transform = dataset, transform
 
-def run(args) -> None:
-    if args.per_class < 1:
-        raise ClipmergeError(f"--per-class must be >= 1, got {args.per_class}")
-    paths = choose_heldout(image_folder(args.train_root), args.per_class, args.seed)
-    write_split(paths, args.out)
-    print(f"held out {len(paths)} images of {args.train_root} -> {args.out}")
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index]
+        return self.transform(image), label

@@ -23,10 +23,13 @@ from pathlib import Path
 
 import torch
 
+from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.merging.model_stock import TensorDiagnostics, summarize
+from clipmerge.files import write_json
+from clipmerge.merging.diagnostics import TensorDiagnostics, summarize
 from clipmerge.merging.registry import MergeMethod, get
-from clipmerge.streaming import Layout, TensorReader, common_layout, write_order, write_streaming
+from clipmerge.weights.checkpoint import classifier_arch
+from clipmerge.weights.streaming import Layout, TensorReader, common_layout, write_order, write_streaming
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,8 @@ def merge_checkpoints(
     """
     spec = get(method)
     options = dict(options or {})
-    _check_call(spec, inputs, anchor, options, out)
+    merge_tensor = spec.merge_tensor
+    _check_call(spec, merge_tensor, inputs, anchor, options, out)
     files = [*inputs, anchor] if anchor is not None else list(inputs)
     layout = common_layout(files)
     log.info("%s: merging %d tensors of %d inputs into %s", method, len(layout.specs), len(inputs), out)
@@ -107,7 +111,7 @@ def merge_checkpoints(
             for key in write_order(layout.specs):
                 anchor_tensor = anchor_reader.get(key) if anchor_reader else None
                 try:
-                    tensor, diagnostics = spec.merge_tensor(_Column(readers, key), anchor_tensor, **call_options)
+                    tensor, diagnostics = merge_tensor(_Column(readers, key), anchor_tensor, **call_options)
                 except ClipmergeError as e:
                     raise ClipmergeError(f"tensor {key!r}: {e}") from e
                 if diagnostics is not None:
@@ -119,9 +123,14 @@ def merge_checkpoints(
     return report
 
 
-def _check_call(spec: MergeMethod, inputs, anchor, options: dict, out) -> None:
-    if spec.merge_tensor is None:
+def _check_call(spec: MergeMethod, merge_tensor, inputs, anchor, options: dict, out) -> None:
+    if merge_tensor is None:
         raise ClipmergeError(f"{spec.name} is not a tensor-wise merge (use `clipmerge greedy-soup`)")
+    try:
+        inspect.signature(merge_tensor).bind([], None, **options)
+    except TypeError as e:
+        raise ClipmergeError(f"{spec.name}: bad options {sorted(options)} ({e})") from None
+    spec.check_options(options)
     n = len(inputs)
     if n < spec.min_inputs or (spec.max_inputs is not None and n > spec.max_inputs):
         wanted = f"{spec.min_inputs}..{spec.max_inputs or 'N'}"
@@ -129,10 +138,6 @@ def _check_call(spec: MergeMethod, inputs, anchor, options: dict, out) -> None:
     if spec.needs_anchor != (anchor is not None):
         need = "needs" if spec.needs_anchor else "does not use"
         raise ClipmergeError(f"{spec.name} {need} an anchor (pre-trained/zero-shot) checkpoint")
-    try:
-        inspect.signature(spec.merge_tensor).bind([], None, **options)
-    except TypeError as e:
-        raise ClipmergeError(f"{spec.name}: bad options {sorted(options)} ({e})") from None
     out_path = Path(out).resolve()
     for path in [*inputs, anchor]:
         if path is not None and Path(path).resolve() == out_path:
@@ -144,3 +149,37 @@ def _log_guards(tensors: Mapping[str, TensorDiagnostics]) -> None:
         return
     for guard, keys in summarize(tensors)["guarded"].items():
         log.warning("model_stock guard %s on %d tensors (e.g. %s)", guard, len(keys), ", ".join(keys[:3]))
+
+
+def merge_models(
+    method: str,
+    inputs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model_id: str,
+    anchor: str | os.PathLike | None = None,
+    options: Mapping | None = None,
+) -> MergeReport:
+    """Merge classifier models into ``out`` and record it: :func:`merge_checkpoints`, then the model's
+    meta.json (ingredients = the inputs' model ids, from their meta.json) and merge.json beside it.
+
+    Everything is read and validated before the first write, so a failure leaves earlier outputs as
+    they were.
+    """
+    options = dict(options or {})
+    ingredients = [layout.read_meta(path)["model"] for path in inputs]
+    anchor_id = layout.read_meta(anchor)["model"] if anchor is not None else None
+    pretrained = layout.pretrained_of([anchor] if anchor is not None else list(inputs))
+    arch, _ = classifier_arch(inputs[0])  # the inputs agree with it, or merge_checkpoints refuses
+    report = merge_checkpoints(method, inputs, out, anchor=anchor, options=options)
+    hparams = {**options, "anchor": anchor_id} if anchor_id else options
+    layout.write_meta(out, layout.model_meta_record(model_id, method, arch, pretrained, ingredients=ingredients,
+                                                    hparams=hparams))
+    write_json(Path(out).with_name(layout.MERGE_DIAGNOSTICS), {
+        "model": model_id,
+        "inputs": [str(p) for p in inputs],
+        "anchor": None if anchor is None else str(anchor),
+        **report.to_json(),
+    })
+    log.info("wrote %s (%s of %d inputs)", out, method, len(inputs))
+    return report

@@ -7,7 +7,9 @@ accuracy so far. One pass, no revisiting.
 
 Choices:
 - Acceptance is strict (``accept=">"``) as in the code; the paper's Recipe 1 writes ">=" (option).
-- Ties in the individual accuracies keep the order in which candidates are given (stable sort).
+- Ties in the individual accuracies are ordered as model-soups orders them: it sorts ascending by
+  accuracy (a stable sort, so tied candidates keep their given order) and then reverses the list, so
+  among equal accuracies the candidate given *later* comes first.
 - Only the running soup and one candidate are in memory: ``load`` is called once per candidate, when
   it is needed, and the candidate's dict is overwritten in place with the trial soup.
 - The soup is kept in the candidates' dtype; each average is computed in float32 (float64 stays
@@ -90,7 +92,8 @@ def greedy_soup(
     if missing:
         raise ClipmergeError(f"greedy_soup: no held-out score for {missing}")
 
-    ranking = sorted(((c, float(scores[c])) for c in candidates), key=lambda ca: -ca[1])
+    # model-soups: sorted(..., key=itemgetter(1)) then reversed, i.e. ties in reverse input order.
+    ranking = sorted(((c, float(scores[c])) for c in candidates), key=lambda ca: ca[1])[::-1]
     best_name, best = ranking[0]
     soup = load(best_name)
     result = GreedyResult(soup, [best_name], best, ranking, [GreedyStep(best_name, best, True)])

@@ -26,31 +26,16 @@ Choices the paper leaves open, made here (see also docs/merging.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
 from typing import Literal
 
 import torch
 
 from clipmerge.errors import ClipmergeError
+from clipmerge.merging.diagnostics import Guard, TensorDiagnostics
 
 Average = Literal["angles", "cosines"]
-Guard = Literal["zero_delta", "negative_cos", "non_float"]
 EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class TensorDiagnostics:
-    """How one tensor was merged. ``cos`` is after guards; ``angle_deg`` is the mean pairwise angle
-    before the negative-cos clamp; ``guard`` names the rule that changed the result, if any."""
-
-    cos: float | None
-    angle_deg: float | None
-    t: float | None
-    guard: Guard | None
-
-    def to_json(self) -> dict:
-        return asdict(self)
 
 
 def model_stock(
@@ -144,20 +129,5 @@ def _ratio(n: int, cos: float) -> float:
     return n * cos / denominator
 
 
-def summarize(diagnostics: Mapping[str, TensorDiagnostics]) -> dict:
-    """Summary of per-tensor diagnostics: range of t, mean angle, and the guarded tensors by guard."""
-    merged = [d for d in diagnostics.values() if d.t is not None]
-    guarded: dict[str, list[str]] = {}
-    for key, d in diagnostics.items():
-        if d.guard is not None:
-            guarded.setdefault(d.guard, []).append(key)
-    ts = [d.t for d in merged]
-    return {
-        "n_tensors": len(diagnostics),
-        "n_merged": len(merged),
-        "t_mean": sum(ts) / len(ts) if ts else None,
-        "t_min": min(ts, default=None),
-        "t_max": max(ts, default=None),
-        "angle_deg_mean": sum(d.angle_deg for d in merged) / len(merged) if merged else None,
-        "guarded": guarded,
-    }
+# The streaming driver's calling convention (clipmerge.merging.registry) is model_stock's own.
+merge_tensor = model_stock

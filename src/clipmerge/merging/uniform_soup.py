@@ -35,3 +35,8 @@ def uniform_soup(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
         total.add_(tensor)
         n += 1
     return total.div_(n).to(first.dtype)
+
+
+def merge_tensor(tensors: Iterable[torch.Tensor], anchor: None):
+    """The streaming driver's calling convention (clipmerge.merging.registry)."""
+    return uniform_soup(tensors), None

@@ -6,6 +6,8 @@ float64), cast back to the input dtype; non-floating tensors are taken from the 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
 from clipmerge.errors import ClipmergeError
@@ -16,6 +18,10 @@ def check_alpha(alpha: float) -> float:
     if not 0.0 <= alpha <= 1.0:
         raise ClipmergeError(f"wise_ft: alpha must be in [0, 1], got {alpha}")
     return alpha
+
+
+def check_options(alpha: float) -> None:
+    check_alpha(alpha)
 
 
 def wise_ft(zeroshot: torch.Tensor, finetuned: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -35,3 +41,9 @@ def wise_ft(zeroshot: torch.Tensor, finetuned: torch.Tensor, alpha: float) -> to
     compute = torch.promote_types(zeroshot.dtype, torch.float32)
     mixed = zeroshot.to(compute).mul(1.0 - alpha).add_(finetuned.to(compute), alpha=alpha)
     return mixed.to(zeroshot.dtype)
+
+
+def merge_tensor(tensors: Collection[torch.Tensor], anchor: torch.Tensor, alpha: float):
+    """The streaming driver's calling convention (clipmerge.merging.registry): one fine-tune."""
+    (finetuned,) = tensors
+    return wise_ft(anchor, finetuned, alpha), None

@@ -4,9 +4,3 @@ Ten shape classes drawn with nuisance colour, size, position, rotation and backg
 styles (photo, drifted photo, rendition, sketch, odd pose, clutter). ``clipmerge make-world`` writes
 the pre-training captions, the fine-tuning and test folders and the shifted sets; see docs/world.md.
 """
-
-from clipmerge.world.captions import TEMPLATES
-from clipmerge.world.generate import WorldConfig, write_world
-from clipmerge.world.shapes import CLASSES
-
-__all__ = ["CLASSES", "TEMPLATES", "WorldConfig", "write_world"]

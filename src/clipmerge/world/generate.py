@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from clipmerge import layout
 from clipmerge.errors import ClipmergeError
 from clipmerge.world.captions import TEMPLATES, caption
 from clipmerge.world.render import to_png_image
@@ -29,8 +30,8 @@ from clipmerge.world.styles import STYLES, Scene
 
 GENERATOR = "clipmerge.world"
 VERSION = 1  # bump whenever the same configuration would give different bytes
-MANIFEST = "world.json"
-TEMPLATES_FILE = "templates.txt"
+MANIFEST = layout.WORLD_MANIFEST
+TEMPLATES_FILE = layout.WORLD_TEMPLATES
 CAPTIONS_FILE = "captions.tsv"
 
 

@@ -1,0 +1,27 @@
+"""`clipmerge finetune`: fine-tune the zero-shot classifier with one seed, resumably
+(clipmerge.training.finetune)."""
+
+from __future__ import annotations
+
+import argparse
+
+from clipmerge.commands.training_args import add_training_args, setup_from_args
+from clipmerge.training import resume
+from clipmerge.training.finetune import finetune
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, required=True,
+                        help="seeds data order, augmentation and mixup only (model id finetune_seed<K>)")
+    add_training_args(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Handlers first: a signal during setup is honoured after the first step instead of killing us,
+    # and one during the final writes is ignored (they complete, and the run has succeeded).
+    with resume.StopSignals() as signals:
+        setup = setup_from_args(args)
+        if not finetune(setup, args.seed, checkpoint_every=args.checkpoint_every, workers=args.workers,
+                        stop_requested=signals.requested):
+            return resume.stop_exit_code(signals)
+    return 0

@@ -1,0 +1,58 @@
+"""`clipmerge log-mlflow`: log one model's result files as one MLflow run, or the study's summary run
+(clipmerge.tracking.runs). Idempotent: unchanged files log nothing."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from clipmerge.errors import ClipmergeError
+from clipmerge.files import write_json
+from clipmerge.tracking.runs import log_run, model_payload, model_run_ids, summary_payload
+from clipmerge.tracking.store import compare_url, read_receipt, runs_url, ui_base
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--receipt", required=True, help="receipt JSON written by init-mlflow")
+    parser.add_argument("--out", required=True, help="tracking receipt JSON: run id, action, UI links")
+    model = parser.add_argument_group("one model's run")
+    model.add_argument("--study", help="the study (the run's result key is <study>/<model>)")
+    model.add_argument("--meta", help="the model's meta.json")
+    model.add_argument("--history", help="its history.jsonl (training runs): training curves")
+    model.add_argument("--diagnostics", nargs="+", default=[], help="merge.json, greedy.json, ... to attach")
+    model.add_argument("--evals", nargs="+", default=[], help="the model's eval/<model>/<eval_set>.json files")
+    model.add_argument("--id", dest="id_set", help="the in-distribution eval set")
+    model.add_argument("--shifts", nargs="+", default=[], help="the distribution-shift eval sets")
+    model.add_argument("--config-hash", help="hash of the config that produced the results (tag)")
+    summary = parser.add_argument_group("the study's summary run")
+    summary.add_argument("--summary", action="store_true", help="log --artifacts to the summary run")
+    summary.add_argument("--artifacts", nargs="+", default=[],
+                         help="files to attach, under their folder's name (tables/, plots/)")
+
+
+def run(args: argparse.Namespace) -> None:
+    receipt = read_receipt(args.receipt)
+    uri, experiment_id = receipt["tracking_uri"], receipt["experiment_id"]
+    if args.summary:
+        payload = summary_payload(args.artifacts)
+    else:
+        needed = [("--study", args.study), ("--meta", args.meta), ("--evals", args.evals), ("--id", args.id_set),
+                  ("--shifts", args.shifts)]
+        missing = [flag for flag, value in needed if not value]
+        if missing:
+            raise ClipmergeError(f"log-mlflow needs {', '.join(missing)} (or --summary)")
+        payload = model_payload(args.study, args.meta, args.evals, args.id_set, args.shifts, history=args.history,
+                                diagnostics=args.diagnostics, config_hash=args.config_hash)
+    run_id, action = log_run(uri, experiment_id, payload)
+    base = ui_base(uri)
+    out = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id, "run_name": payload.run_name,
+           "result_key": payload.key, "action": action,
+           "run_url": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
+    if args.summary:
+        model_runs = model_run_ids(uri, experiment_id)
+        out |= {"runs_url": runs_url(experiment_id, base),
+                "compare_url": compare_url(model_runs, [experiment_id], base)}
+    write_json(args.out, out)
+    log.info("%s run %s (%s): %s", action, payload.run_name, run_id, out["run_url"])

@@ -1,0 +1,47 @@
+"""Forward passes over batches of images, and top-k accuracy.
+
+The CUDA path keeps the GPU fed: DataLoader workers with pinned memory, channels_last inputs, bf16
+autocast. On CPU the same code runs in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from clipmerge.models.device import autocast
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    project: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    desc: str = "evaluate",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected logits (fp32, CPU) and labels for every batch of (images, labels)."""
+    model.eval().to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    all_logits, all_labels = [], []
+    for images, labels in tqdm(batches, desc=desc, leave=False, mininterval=5):
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            logits = model(images)
+        all_logits.append(project(logits.float()).cpu())
+        all_labels.append(labels)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
+    """Percent of rows whose label is among the k largest logits (k capped at the class count)."""
+    if len(labels) == 0:
+        return {k: float("nan") for k in ks}
+    ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = ranked == labels[:, None]
+    return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}

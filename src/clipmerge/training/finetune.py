@@ -1,0 +1,37 @@
+"""End-to-end fine-tuning of the zero-shot classifier with one seed, resumable (wise-ft/model-soups
+recipe; docs/finetune.md has every choice the papers leave open)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from clipmerge import layout
+from clipmerge.models.classifier import load_classifier
+from clipmerge.training import resume
+from clipmerge.training.outputs import write_result
+from clipmerge.training.setup import Setup
+from clipmerge.training.trainer import SeedRun, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def finetune(setup: Setup, seed: int, *, checkpoint_every: int, workers: int,
+             stop_requested: Callable[[], bool]) -> bool:
+    """Train ``finetune_seed<seed>`` to the end and write its outputs, or stop on request.
+
+    Returns:
+        True when finished (outputs written, training state cleared), False when stopped with the
+        resumable state saved.
+    """
+    name = f"seed{seed}"
+    seed_run = SeedRun(name, seed, load_classifier(setup.init), setup.data, setup.device, workers)
+    fingerprint = {"recipe": setup.recipe.to_json(), "seed": seed, "train_size": len(setup.data.dataset)}
+    trainer = Trainer([seed_run], setup.state_dir, checkpoint_every, fingerprint)
+    if not trainer.fit(stop_requested=stop_requested):
+        return False
+    write_result(seed_run.model, setup, trainer.history, model_id=layout.finetune_id(seed), method=layout.FINETUNE,
+                 seed=seed, hparams={**setup.data.hparams(), "device": str(setup.device)})
+    resume.clear_state(setup.state_dir)
+    log.info("fine-tuned %s in %.0f s -> %s", name, trainer.elapsed(), setup.out)
+    return True

@@ -1,0 +1,62 @@
+"""What fine-tuning and periodic Model Stock start from: the recipe, the device, the data, the paths."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clipmerge import layout
+from clipmerge.errors import ClipmergeError
+from clipmerge.models.classifier import classifier_arch
+from clipmerge.models.device import pick_device
+from clipmerge.training.recipe import Recipe
+from clipmerge.training.trainer import TrainData, make_deterministic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The recipe, the device, the data, the initial model and the output paths of a training run."""
+
+    recipe: Recipe
+    device: torch.device
+    arch: str
+    data: TrainData
+    init: Path
+    out: Path
+    history: Path
+    state_dir: Path
+
+    def pretrained(self) -> str | None:
+        """The pre-trained CLIP the initial model descends from (its meta.json)."""
+        return layout.read_meta(self.init).get("pretrained")
+
+
+def prepare(*, init, train_root, heldout, recipe: Recipe, device: str, out, history=None, state_dir=None,
+            checkpoint_every: int, workers: int) -> Setup:
+    """Validate, choose the device, make kernels deterministic and load the training set.
+
+    Args:
+        init: the initial classifier (the zero-shot model).
+        history: per-step history.jsonl (default: beside ``out``).
+        state_dir: resumable training state (default: ``<out dir>/train_state``).
+        checkpoint_every, workers: checked here (>= 0); they never change the result.
+    """
+    if checkpoint_every < 0 or workers < 0:
+        raise ClipmergeError("--checkpoint-every and --workers must be >= 0")
+    chosen = pick_device(device)
+    make_deterministic(chosen)
+    arch, _ = classifier_arch(init)
+    data = TrainData.load(train_root, heldout, arch, recipe)
+    out = Path(out)
+    log.info("%d training images, %d steps per epoch, %d steps on %s",
+             len(data.dataset), data.steps_per_epoch, data.total_steps, chosen)
+    return Setup(
+        recipe, chosen, arch, data, Path(init), out,
+        Path(history) if history else out.with_name(layout.HISTORY_NAME),
+        Path(state_dir) if state_dir else out.parent / "train_state",
+    )
