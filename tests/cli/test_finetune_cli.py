@@ -15,10 +15,9 @@ import torch
 
 from clipmerge.cli import main
 from clipmerge.layout import read_meta
-from clipmerge.models.classifier import classifier_arch
 from clipmerge.models.clip import TINY_ARCH
 from clipmerge.training import resume
-from clipmerge.weights.checkpoint import load_weights
+from clipmerge.weights.checkpoint import classifier_arch, load_weights
 from fixtures.training import make_tiny_task
 
 

@@ -26,6 +26,17 @@ def test_make_world_writes_a_world_and_replaces_a_previous_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging or old copy left behind
 
 
+def test_make_world_replaces_a_world_whose_declared_outputs_snakemake_removed(tmp_path):
+    # Before rerunning make_world, Snakemake deletes its outputs (world.json, templates.txt); the world's
+    # marker still tells the folder is one make-world wrote, so the rerun may replace it.
+    out = tmp_path / "data"
+    assert main(["make-world", "--out", str(out), "--seed", "3", *TINY_FLAGS]) == 0
+    (out / "world.json").unlink()
+    (out / "templates.txt").unlink()
+    assert main(["make-world", "--out", str(out), "--seed", "4", *TINY_FLAGS]) == 0
+    assert json.loads((out / "world.json").read_text())["seed"] == 4 and (out / "templates.txt").is_file()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [("--train-per-class", "0"), ("--pretrain", "-1"), ("--image-size", "8"), ("--seed", "-2")],

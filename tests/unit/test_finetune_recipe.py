@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipmerge.commands.training_args import add_recipe_args, recipe_from_args
 from clipmerge.errors import ClipmergeError
 from clipmerge.training.mixup import mixup, mixup_loss
-from clipmerge.training.recipe import Recipe, add_recipe_args, recipe_from_args
+from clipmerge.training.recipe import Recipe
 from clipmerge.training.sampler import StepBatchSampler
 from clipmerge.training.schedule import lr_at, steps_per_epoch, total_steps
 from clipmerge.training.streams import AUGMENT, ORDER, derive_seed, epoch_order

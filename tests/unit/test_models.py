@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.models.classifier import classifier_arch, load_classifier, new_classifier, save_classifier
-from clipmerge.weights.checkpoint import load_weights
+from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
+from clipmerge.weights.checkpoint import classifier_arch, load_weights
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipmerge.errors import ClipmergeError
 from clipmerge import layout
+from clipmerge.errors import ClipmergeError
 from clipmerge.workflow import plan
 
 

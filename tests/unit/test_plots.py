@@ -5,10 +5,10 @@ import json
 import pytest
 from PIL import Image
 
-from clipmerge.reporting import plots
-from clipmerge.reporting.results import read_metas
 from clipmerge.cli import main
 from clipmerge.errors import ClipmergeError
+from clipmerge.reporting import plots
+from clipmerge.reporting.results import read_metas
 
 ID, SHIFTS = "test", ["v2", "r"]
 PLACEHOLDER_PX = (600, 180)  # plots.placeholder's 5 x 1.5 in at plots.DPI

@@ -192,7 +192,8 @@ def test_periodic_model_stock_counts_its_seeds_on_its_own_clock(study):
 
 def test_downstream_modules_import_neither_torch_nor_mlflow():
     # The tracking environment has no torch, and `import mlflow` (1.6 s) waits until a command needs it.
-    code = ("import sys\nfrom clipmerge.reporting import plots, results, table\nfrom clipmerge.tracking import runs, store\n"
+    code = ("import sys\nfrom clipmerge.reporting import plots, results, table\n"
+            "from clipmerge.tracking import runs, store\n"
             "from clipmerge.commands import init_mlflow, log_mlflow, plots, table\n"
             "print(sorted({'torch', 'mlflow'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

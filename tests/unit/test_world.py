@@ -109,7 +109,8 @@ def test_captions_name_their_class_and_fit_the_text_context(world):
 
 def test_captions_fit_the_tiny_clip_context_untruncated():
     tokenizer = pytest.importorskip("open_clip.tokenizer").SimpleTokenizer()
-    config = json.loads((Path(generate.__file__).parents[1] / "models" / "model_configs" / "clipmerge-tiny.json").read_text())
+    configs = Path(generate.__file__).parents[1] / "models" / "model_configs"
+    config = json.loads((configs / "clipmerge-tiny.json").read_text())
     texts = [generate.pretrain_example(WorldConfig(), i)[2] for i in range(300)] + list(TEMPLATES)
     longest = max(len(tokenizer.encode(text.format("triangle"))) + 2 for text in texts)  # + start, end
     assert longest <= config["text_cfg"]["context_length"]

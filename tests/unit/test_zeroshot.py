@@ -4,9 +4,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from clipmerge.data.classnames import resolve_templates
 from clipmerge.models.classifier import classifier_from_clip
 from clipmerge.models.clip import create_clip
-from clipmerge.data.classnames import resolve_templates
 from clipmerge.models.zeroshot import zero_shot_head
 
 

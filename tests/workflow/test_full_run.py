@@ -1,6 +1,10 @@
 """The whole DAG on the tiny config, run for real with Snakemake, then the rerun contract."""
 
+import contextlib
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -88,3 +92,95 @@ def test_report_embeds_table_and_plots(run_dir):
     assert report.stat().st_size > 10_000
     for name in ("comparison.csv", "id_vs_shifts.png", "model_stock_ratios.png"):
         assert name in html, name
+
+
+# --- The rerun contract: code inputs derived from imports, params that hold only what changes a result.
+
+# The command (and, for a streamed merge, the method module the registry loads) each rule runs: what the
+# test expects a rule to depend on, stated here, independently of the rules' own `code(...)` calls.
+RULE_COMMANDS = {
+    "make_world": ("make-world",), "pretrain_demo": ("pretrain",), "split_heldout": ("split-heldout",),
+    "build_zeroshot": ("zeroshot",), "finetune": ("finetune",), "model_stock_periodic": ("periodic",),
+    "merge_model_stock": ("merge", "clipmerge.merging.model_stock"),
+    "merge_uniform_soup": ("merge", "clipmerge.merging.uniform_soup"),
+    "merge_wise_ft": ("merge", "clipmerge.merging.wise_ft"), "greedy_soup": ("greedy-soup",),
+    "evaluate": ("evaluate",), "init_mlflow": ("init-mlflow",), "log_mlflow": ("log-mlflow",),
+    "log_summary": ("log-mlflow",), "compile_table": ("table",), "plot_results": ("plots",),
+}
+
+
+def source_files():
+    """Every file of the package: its modules and the package data."""
+    import clipmerge
+
+    package = Path(clipmerge.__file__).resolve().parent
+    return sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def rules_reading(path) -> list[str]:
+    from clipmerge.workflow.code_inputs import code_inputs
+
+    return sorted(rule for rule, (command, *extra) in RULE_COMMANDS.items()
+                  if str(path) in code_inputs(command, *extra))
+
+
+@contextlib.contextmanager
+def edited(path):
+    """``path`` edited: a line appended (Snakemake reruns on a new checksum, not on a touch alone),
+    restored byte for byte, modification time included, afterwards."""
+    stat, content = path.stat(), path.read_bytes()
+    path.write_bytes(content + b"\n# edited by the rerun-contract test\n")
+    os.utime(path, (stat.st_atime, time.time() + 60))
+    try:
+        yield
+    finally:
+        path.write_bytes(content)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def expected_after_editing(run_dir, rules, cache):
+    """The jobs Snakemake plans when the given rules are forced: those rules and everything downstream."""
+    key = tuple(rules)
+    if key not in cache:
+        cache[key] = planned_jobs(run_dir, "--forcerun", *rules) if rules else {}
+    return cache[key]
+
+
+def test_editing_model_stock_reruns_only_the_model_stock_merges_and_their_dependants(run_dir):
+    import clipmerge.merging.model_stock as module
+
+    path = Path(module.__file__)
+    assert rules_reading(path) == ["merge_model_stock", "model_stock_periodic"]
+    with edited(path):
+        jobs = planned_jobs(run_dir)
+    assert jobs["merge_model_stock"] == 1 and jobs["model_stock_periodic"] == 1
+    assert jobs["evaluate"] == 2 * len(SETS) and jobs["log_mlflow"] == 2
+    assert not {"finetune", "merge_uniform_soup", "merge_wise_ft", "greedy_soup", "build_zeroshot"} & set(jobs)
+
+
+def test_editing_the_table_code_reruns_only_the_table_and_the_summary(run_dir):
+    import clipmerge.reporting.table as module
+
+    with edited(Path(module.__file__)):
+        assert planned_jobs(run_dir) == {"compile_table": 1, "log_summary": 1, "all": 1}
+
+
+def test_settings_that_change_no_result_rerun_nothing(run_dir):
+    def tweak(config):
+        config["finetune"]["checkpoint_every"] = 7  # how often the resumable state is saved
+    assert planned_jobs(run_dir, configfile=edited_config(run_dir, tweak)) == {}
+    # Renaming the MLflow experiment re-logs every run, and retrains or re-evaluates nothing.
+    jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, lambda c: c.update(mlflow={"experiment": "x"})))
+    assert set(jobs) == {"init_mlflow", "log_mlflow", "log_summary", "all"}
+
+
+@pytest.mark.slow
+def test_editing_any_source_file_reruns_exactly_the_jobs_that_import_it(run_dir):
+    cache, checked = {}, 0
+    for path in source_files():
+        rules = rules_reading(path)
+        with edited(path):
+            actual = planned_jobs(run_dir)
+        assert actual == expected_after_editing(run_dir, rules, cache), (path, rules)
+        checked += bool(rules)
+    assert checked >= 60  # the package's modules and data files read by some rule

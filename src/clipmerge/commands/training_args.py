@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
-from clipmerge.training.recipe import add_recipe_args, recipe_from_args
+from clipmerge.training.recipe import Recipe
 from clipmerge.training.setup import Setup, prepare
 
 
@@ -27,3 +28,19 @@ def setup_from_args(args: argparse.Namespace) -> Setup:
     return prepare(init=args.init, train_root=args.train_root, heldout=args.heldout, recipe=recipe_from_args(args),
                    device=args.device, out=args.out, history=args.history, state_dir=args.state_dir,
                    checkpoint_every=args.checkpoint_every, workers=args.workers)
+
+
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per recipe field (``--batch-size`` for ``batch_size``), defaults from :class:`Recipe`."""
+    group = parser.add_argument_group("recipe (hyper-parameters recorded in meta.json)")
+    for f in fields(Recipe):
+        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action="store_true", help=help_text)
+        else:
+            kind = f.metadata["parse"] or type(f.default)
+            group.add_argument(flag, type=kind, default=f.default, help=f"{help_text} (default: {f.default})")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})

@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError

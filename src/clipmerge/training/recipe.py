@@ -8,8 +8,7 @@ Things that do not change the result (workers, device choice, checkpoint frequen
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 from clipmerge.errors import ClipmergeError
 
@@ -73,19 +72,3 @@ class Recipe:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def add_recipe_args(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per recipe field (``--batch-size`` for ``batch_size``), defaults from :class:`Recipe`."""
-    group = parser.add_argument_group("recipe (hyper-parameters recorded in meta.json)")
-    for f in fields(Recipe):
-        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if isinstance(f.default, bool):
-            group.add_argument(flag, action="store_true", help=help_text)
-        else:
-            kind = f.metadata["parse"] or type(f.default)
-            group.add_argument(flag, type=kind, default=f.default, help=f"{help_text} (default: {f.default})")
-
-
-def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    return Recipe(**{f.name: getattr(args, f.name) for f in fields(Recipe)})

@@ -10,10 +10,10 @@ import torch
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.models.classifier import classifier_arch
 from clipmerge.models.device import pick_device
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.trainer import TrainData, make_deterministic
+from clipmerge.weights.checkpoint import classifier_arch
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ GENERATOR = "clipmerge.world"
 VERSION = 1  # bump whenever the same configuration would give different bytes
 MANIFEST = layout.WORLD_MANIFEST
 TEMPLATES_FILE = layout.WORLD_TEMPLATES
+MARKER = ".clipmerge-world"  # not a declared output: Snakemake never deletes it
 CAPTIONS_FILE = "captions.tsv"
 
 
@@ -131,7 +132,13 @@ def manifest(config: WorldConfig) -> dict:
 
 
 def is_world(path: Path) -> bool:
-    """Whether ``path`` holds a complete world written by this generator."""
+    """Whether ``path`` holds a world written by this generator: its manifest, or its marker, which
+    stays when Snakemake deletes the declared outputs (world.json, templates.txt) before a rerun."""
+    try:
+        if (path / MARKER).read_text().strip() == GENERATOR:
+            return True
+    except OSError:
+        pass
     try:
         return json.loads((path / MANIFEST).read_text()).get("generator") == GENERATOR
     except (OSError, ValueError, AttributeError):
@@ -191,6 +198,7 @@ def write_world(out: str | os.PathLike, config: WorldConfig, progress: bool = Tr
                 else:
                     _write_folders(staging / split.name, config, split, bar)
         (staging / TEMPLATES_FILE).write_text("".join(f"{t}\n" for t in TEMPLATES))
+        (staging / MARKER).write_text(GENERATOR + "\n")
         content = manifest(config)
         (staging / MANIFEST).write_text(json.dumps(content, indent=2) + "\n")  # last: marks completion
         _publish(staging, out)
