@@ -11,7 +11,6 @@ if WORLD:
             weights=layout.pretrained_weights(),
             meta=layout.pretrained_meta(),
         params:
-            world=layout.world_dir(),
             arch=config["model"]["arch"],
             flags=plan.cli_flags(config.get("pretrain", {})),
         threads: 2
@@ -24,7 +23,7 @@ if WORLD:
         conda:
             "../envs/torch.yaml"
         shell:
-            "clipmerge pretrain --world {params.world} --arch {params.arch} {params.flags}"
+            "clipmerge pretrain --world {input.world} --arch {params.arch} {params.flags}"
             " --out {output.weights} > {log} 2>&1"
 
 else:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from clipmerge.models.clip import TINY_ARCH, save_clip
 from clipmerge.training.pretrain import pretrain_demo_clip
 
 
 def configure(parser) -> None:
-    parser.add_argument("--world", required=True, help="demo world folder (with pretrain/captions.tsv)")
+    parser.add_argument("--world", required=True,
+                        help="the demo world's world.json (its folder holds pretrain/captions.tsv)")
     parser.add_argument("--arch", default=TINY_ARCH)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -18,5 +21,6 @@ def configure(parser) -> None:
 
 
 def run(args) -> None:
-    model, hparams = pretrain_demo_clip(args.world, args.arch, args.epochs, args.batch_size, args.lr, args.seed)
+    model, hparams = pretrain_demo_clip(Path(args.world).parent, args.arch, args.epochs, args.batch_size, args.lr,
+                                        args.seed)
     save_clip(model, args.out, args.arch, "demo", hparams)
