@@ -50,3 +50,14 @@ def read_json(path: str | os.PathLike):
         raise ClipmergeError(f"{path}: file not found") from e
     except json.JSONDecodeError as e:
         raise ClipmergeError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_object(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:
+    """Read a JSON object holding the ``required`` keys; anything else raises an error naming the file."""
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise ClipmergeError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise ClipmergeError(f"{path}: missing key(s) {', '.join(missing)}")
+    return obj

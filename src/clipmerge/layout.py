@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import read_json, write_json
+from clipmerge.files import read_object, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -271,9 +271,7 @@ def read_meta(path: str | os.PathLike, model: str | None = None) -> dict:
     path = Path(path)
     if path.name != META_NAME:
         path = meta_beside(path)
-    meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise ClipmergeError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_object(path)
     if model is not None and meta.get("model") != model:
         raise ClipmergeError(f"{path}: 'model' is {meta.get('model')!r}, expected {model!r}")
     return meta

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import read_json, write_json
+from clipmerge.files import read_object, write_json
 
 EVAL_KEYS = ("model", "eval_set", "top1", "top5", "n")
 
@@ -38,12 +38,7 @@ def write_eval(path: str | os.PathLike, model: str, eval_set: str, adapter: str,
 def read_eval(path: str | os.PathLike) -> EvalResult:
     """Read and check one ``eval/<model>/<eval_set>.json``; its content must match its path."""
     path = Path(path)
-    obj = read_json(path)
-    if not isinstance(obj, dict):
-        raise ClipmergeError(f"{path}: expected a JSON object, got {type(obj).__name__}")
-    missing = [k for k in EVAL_KEYS if k not in obj]
-    if missing:
-        raise ClipmergeError(f"{path}: missing key(s) {', '.join(missing)}")
+    obj = read_object(path, EVAL_KEYS)
     if layout.parse_eval_result(path) != (obj["model"], obj["eval_set"]):
         raise ClipmergeError(
             f"{path}: holds model={obj['model']!r} eval_set={obj['eval_set']!r}, which does not match its "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import read_json
+from clipmerge.files import read_object
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def plot_wise_ft_curve(accuracy: dict, curves: dict, id_set: str):
 def read_merge_tensors(path: Path) -> dict[str, dict]:
     """Per-tensor Model Stock diagnostics ``{name: {"cos", "angle_deg", "t", "guard"}}`` from merge.json,
     in state-dict order (clipmerge.merging.driver writes them so)."""
-    tensors = read_json(path).get("tensors")
+    tensors = read_object(path).get("tensors")
     if not isinstance(tensors, dict) or not tensors:
         raise ClipmergeError(f"{path}: 'tensors' must be a non-empty object of per-tensor diagnostics")
     for name, entry in tensors.items():
@@ -185,7 +185,7 @@ def plot_model_stock_ratios(path: Path):
 def read_greedy_steps(path: Path) -> list[tuple[str, float, bool]]:
     """``(candidate, held-out accuracy, accepted)`` per step from greedy.json's ``steps``
     (clipmerge.merging.greedy_soup.GreedyStep)."""
-    steps = read_json(path).get("steps")
+    steps = read_object(path).get("steps")
     if not isinstance(steps, list) or not steps:
         raise ClipmergeError(f"{path}: 'steps' must be a non-empty list")
     for step in steps:

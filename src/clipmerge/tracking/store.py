@@ -23,7 +23,7 @@ import urllib.parse
 from pathlib import Path
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import read_json, write_json
+from clipmerge.files import read_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,7 @@ def read_receipt(path: str | os.PathLike) -> dict:
     The experiment id is only meaningful in the store that issued it: logging it elsewhere would
     misfile runs, so a changed environment needs a new receipt (rerun init-mlflow).
     """
-    receipt = read_json(path)
-    if not isinstance(receipt, dict):
-        raise ClipmergeError(f"{path}: expected a JSON object, got {type(receipt).__name__}")
-    missing = [k for k in RECEIPT_KEYS if k not in receipt]
-    if missing:
-        raise ClipmergeError(f"{path}: missing key(s) {', '.join(missing)}")
+    receipt = read_object(path, RECEIPT_KEYS)
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if env_uri and resolve_tracking_uri(env_uri) != receipt["tracking_uri"]:
         raise ClipmergeError(f"{path}: made for {receipt['tracking_uri']} but MLFLOW_TRACKING_URI is {env_uri}; "

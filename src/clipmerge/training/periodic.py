@@ -5,8 +5,7 @@ At the end of every epoch (or every K optimizer steps) and at the end of trainin
 weights are merged with Model Stock (:func:`clipmerge.merging.model_stock`, one ratio per tensor) and
 the merged weights are loaded into every run. The final model is the last merge.
 
-The authors have not released this code; the choices below are ours (METHODS-BRIEF sections 2 and 8),
-each a flag:
+The authors have not released this code; the choices below are ours, each a flag:
 
 - ``--anchor pretrained`` (default): w0 stays the zero-shot model for every merge. ``merged`` makes
   each merge the anchor of the next one, as one third-party implementation does.

@@ -1,7 +1,8 @@
 """Stream safetensors files tensor by tensor, in and out, so a merge holds about one model in memory.
 
 Reading uses ``safe_open(..., backend="pread")``: tensors are copied into ordinary (anonymous) memory
-and freed when dropped, instead of mmapped file pages that inflate RSS and stay resident (findings B4).
+and freed when dropped, instead of mmapped file pages that inflate RSS and stay resident (RSS
+would count every mapped page a merge ever read).
 Writing emits the header first (all shapes and dtypes are known once the inputs are validated), then
 each tensor's bytes in header order, so no output dict is ever built.
 """
