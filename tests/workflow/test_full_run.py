@@ -91,7 +91,7 @@ def test_report_embeds_table_and_plots(run_dir):
     snakemake(run_dir, "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 10_000
-    for name in ("comparison.csv", "id_vs_shifts.png", "model_stock_ratios.png"):
+    for name in ("comparison.csv", "costs.csv", "id_vs_shifts.png", "model_stock_ratios.png", "greedy_soup.png"):
         assert name in html, name
 
 
