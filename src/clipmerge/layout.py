@@ -246,8 +246,6 @@ def log(rule: str, job: str | None = None, study: str = "{study}") -> str:
 # ---------------------------------------------------------------------------------------------
 # meta.json: {"model", "method", "arch", "pretrained", "seed", "ingredients", "hparams", "git_sha"}
 
-META_KEYS = ("model", "method", "arch", "pretrained", "seed", "ingredients", "hparams", "git_sha")
-
 
 def meta_beside(weights: str | os.PathLike) -> Path:
     """The meta.json of a model's weights file."""

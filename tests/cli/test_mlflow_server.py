@@ -87,6 +87,13 @@ def run_forked(commands):
 
 
 @pytest.mark.slow
+def model_files(root, model):
+    """The --meta (and, for a training run, --history) flags of a model's files."""
+    mdir = root / "models" / model
+    history = ["--history", str(mdir / "history.jsonl")] if (mdir / "history.jsonl").is_file() else []
+    return ["--meta", str(mdir / "meta.json"), *history]
+
+
 def test_workflow_logs_through_a_local_server_and_runs_search_returns_them(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "results" / "demo"
@@ -101,9 +108,9 @@ def test_workflow_logs_through_a_local_server_and_runs_search_returns_them(tmp_p
                             "--out", str(receipt)]]) == [0]
         experiment_id = json.loads(receipt.read_text())["experiment_id"]
         assert run_forked([
-            ["log-mlflow", "--receipt", str(receipt), "--study", root.name, "--meta",
-             str(root / "models" / m / "meta.json"), "--evals", *evals[m],
-             "--id", ID, "--shifts", *SHIFTS, "--out", str(root / "tracking" / f"{m}.json")] for m in MODELS
+            ["log-mlflow", "--receipt", str(receipt), "--study", root.name, *model_files(root, m),
+             "--evals", *evals[m], "--id", ID, "--shifts", *SHIFTS, "--out", str(root / "tracking" / f"{m}.json")]
+            for m in MODELS
         ]) == [0] * len(MODELS)
 
         found = post(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 100})
