@@ -86,7 +86,6 @@ def run_forked(commands):
     return [p.exitcode for p in procs]
 
 
-@pytest.mark.slow
 def model_files(root, model):
     """The --meta (and, for a training run, --history) flags of a model's files."""
     mdir = root / "models" / model
@@ -94,6 +93,7 @@ def model_files(root, model):
     return ["--meta", str(mdir / "meta.json"), *history]
 
 
+@pytest.mark.slow
 def test_workflow_logs_through_a_local_server_and_runs_search_returns_them(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "results" / "demo"
