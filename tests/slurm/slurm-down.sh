@@ -3,7 +3,8 @@
 #
 # Reads $SLURM_LAB_DIR/run/started-by-slurm-up and stops each listed service through its pid file, after
 # checking that the pid still belongs to a process of that name. A service slurm-up.sh found already
-# running (e.g. someone else's munged) is not listed and is left alone. Config, state and logs are kept,
+# running (e.g. someone else's munged) is not listed and is left alone. The /etc/slurm/slurm.conf symlink
+# slurm-up.sh made is removed (a file it backed up is put back). Config, state and logs are kept,
 # so slurm-up.sh brings the same cluster back in seconds. Jobs still in the queue are cancelled first,
 # otherwise their slurmstepd processes would be orphaned.
 set -Eeuo pipefail
@@ -66,4 +67,17 @@ for entry in slurmd:slurmd.pid slurmctld:slurmctld.pid slurmdbd:slurmdbd.pid \
 done
 
 ((failed == 0)) || die "some daemons could not be stopped (see above)"
+
+# Undo slurm-up.sh's /etc/slurm/slurm.conf symlink: left in place, every later SLURM client (Snakemake's
+# slurm plugin at each start included) waits for the stopped controller to time out.
+if [[ -L /etc/slurm/slurm.conf && $(readlink /etc/slurm/slurm.conf) == "$SLURM_CONF" ]]; then
+  rm /etc/slurm/slurm.conf
+  if [[ -s $RUN/slurm-conf-backup && -e $(cat "$RUN/slurm-conf-backup") ]]; then
+    mv "$(cat "$RUN/slurm-conf-backup")" /etc/slurm/slurm.conf
+    log "restored the /etc/slurm/slurm.conf that slurm-up.sh had backed up"
+  else
+    log "removed the /etc/slurm/slurm.conf symlink"
+  fi
+  rm -f "$RUN/slurm-conf-backup"
+fi
 log "done. Config, state and logs kept under $L"

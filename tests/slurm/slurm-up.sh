@@ -13,7 +13,8 @@
 # the generated config changed. Every service it starts is listed in $L/run/started-by-slurm-up, and
 # slurm-down.sh stops exactly those. Outside $L it touches only Debian packages (apt-get), munge's default
 # socket /run/munge/munge.socket.2 (slurmdbd ignores a custom one) and /etc/slurm/slurm.conf (a symlink
-# to our config: the jobstep plugin strips SLURM_CONF from its nested srun, which then reads the default path).
+# to our config: the jobstep plugin strips SLURM_CONF from its nested srun, which then reads the default path;
+# slurm-down.sh removes it and puts back a file FORCE=1 backed up).
 #
 # Settings (environment variables):
 #   SLURM_LAB_DIR  base directory for config, state, logs      [/var/tmp/clipmerge-slurm]
@@ -247,7 +248,9 @@ chmod 644 "$CONF" "$ETC/gres.conf"
 if [[ ! -L /etc/slurm/slurm.conf || $(readlink /etc/slurm/slurm.conf) != "$CONF" ]]; then
   if [[ -e /etc/slurm/slurm.conf || -L /etc/slurm/slurm.conf ]]; then
     [[ $FORCE == 1 ]] || die "/etc/slurm/slurm.conf exists and is not our symlink (FORCE=1 backs it up and replaces it)"
-    mv /etc/slurm/slurm.conf "/etc/slurm/slurm.conf.bak.$(date +%s)"
+    backup="/etc/slurm/slurm.conf.bak.$(date +%s)"
+    mv /etc/slurm/slurm.conf "$backup"
+    echo "$backup" >"$RUN/slurm-conf-backup"   # slurm-down.sh puts it back
   fi
   mkdir -p /etc/slurm; ln -s "$CONF" /etc/slurm/slurm.conf
 fi
