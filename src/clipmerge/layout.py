@@ -275,10 +275,10 @@ def read_meta(path: str | os.PathLike, model: str | None = None) -> dict:
     return meta
 
 
-def pretrained_of(weights: list[str | os.PathLike]) -> str | None:
-    """The ``pretrained`` the given models descend from, from their meta.json files; the first one
-    (with a warning) if they disagree."""
-    values = {str(path): read_meta(path).get("pretrained") for path in weights}
+def pretrained_of(metas: dict[str, dict]) -> str | None:
+    """The ``pretrained`` the given models descend from, from their meta.json records (keyed by where
+    they were read); the first one (with a warning) if they disagree."""
+    values = {source: meta.get("pretrained") for source, meta in metas.items()}
     if len(set(values.values())) > 1:
         logger.warning("inputs disagree on 'pretrained' (%s); recording the first", values)
     return next(iter(values.values()), None)

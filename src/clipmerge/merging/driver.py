@@ -167,9 +167,12 @@ def merge_models(
     they were.
     """
     options = dict(options or {})
-    ingredients = [layout.read_meta(path)["model"] for path in inputs]
-    anchor_id = layout.read_meta(anchor)["model"] if anchor is not None else None
-    pretrained = layout.pretrained_of([anchor] if anchor is not None else list(inputs))
+    metas = [layout.read_meta(path) for path in inputs]
+    ingredients = [meta["model"] for meta in metas]
+    anchor_meta = layout.read_meta(anchor) if anchor is not None else None
+    anchor_id = anchor_meta["model"] if anchor_meta is not None else None
+    sources = {str(anchor): anchor_meta} if anchor_meta is not None else dict(zip(map(str, inputs), metas, strict=True))
+    pretrained = layout.pretrained_of(sources)
     arch, _ = classifier_arch(inputs[0])  # the inputs agree with it, or merge_checkpoints refuses
     report = merge_checkpoints(method, inputs, out, anchor=anchor, options=options)
     hparams = {**options, "anchor": anchor_id} if anchor_id else options

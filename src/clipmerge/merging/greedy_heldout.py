@@ -32,11 +32,11 @@ log = logging.getLogger(__name__)
 ACCEPT = {"strict": ">", "geq": ">="}  # model-soups' code / the paper's Recipe 1
 
 
-def ingredient_ids(inputs: list[str | os.PathLike]) -> dict[str, str | os.PathLike]:
+def ingredient_ids(inputs: list[str | os.PathLike], metas: list[dict]) -> dict[str, str | os.PathLike]:
     """Model id (from each input's meta.json) -> checkpoint path; ids must be distinct."""
     ids: dict[str, str | os.PathLike] = {}
-    for path in inputs:
-        model_id = layout.read_meta(path)["model"]
+    for path, meta in zip(inputs, metas, strict=True):
+        model_id = meta["model"]
         if model_id in ids:
             raise ClipmergeError(f"{ids[model_id]} and {path} have the same model id {model_id!r}")
         ids[model_id] = path
@@ -54,10 +54,11 @@ def make_greedy_soup(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
     """
     if batch_size < 1:
         raise ClipmergeError(f"--batch-size must be >= 1, got {batch_size}")
-    paths = ingredient_ids(inputs)
+    metas = [layout.read_meta(path) for path in inputs]
+    paths = ingredient_ids(inputs, metas)
     header = common_layout(inputs)  # same tensors and header (arch, num_classes) in every input
     arch, num_classes = classifier_arch(inputs[0])
-    pretrained = layout.pretrained_of(inputs)
+    pretrained = layout.pretrained_of(dict(zip(map(str, inputs), metas, strict=True)))
 
     subset = heldout_set(train_root, heldout)
     folder = subset.dataset
