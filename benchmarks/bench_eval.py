@@ -1,4 +1,5 @@
-"""Evaluation throughput (images/s) of `clipmerge evaluate` vs a plain PyTorch loop, same model and data.
+"""Evaluation throughput (images/s) of `clipmerge evaluate` vs a plain PyTorch loop, same model and data,
+and the per-model cost of evaluating from the preprocessed-image cache vs decoding.
 
 Arms run interleaved: every repetition runs each arm once, in alternating order. images/s comes from
 an arm's median time; its ratio to the baseline is the median over repetitions of the paired ratio
@@ -9,13 +10,19 @@ much less sensitive to other users' load: a real overhead of the evaluate code s
 
 - ``plain`` (the baseline): ``ImageFolder(root, eval_transform(arch))`` + ``DataLoader(batch_size,
   num_workers)`` + ``model(images)`` under ``torch.inference_mode``, logits concatenated.
-- ``evaluate``: the path ``clipmerge.evaluation.predict.run`` takes once the model is loaded: ``build_eval_set``
-  (imagefolder adapter, head class names), ``DataLoader(**loader_kwargs(device, workers))``,
-  ``predict`` with the adapter's projection, ``topk_accuracy``. The target (>= 0.95x plain) is on this
-  arm: it is the same work as the baseline, so any gap is overhead of the evaluate code.
-- ``run``: ``clipmerge.evaluation.predict.run(args)`` in this process: ``evaluate`` plus reading the checkpoint
-  into a fresh model and writing the result JSON, i.e. the CLI minus interpreter start-up and imports
-  (which are the same for every subcommand). Its ratio shows what each (model, eval set) job pays on top.
+- ``evaluate``: ``clipmerge.evaluation.evaluate.predict_set`` (the decode path) + ``topk_accuracy``:
+  ``build_eval_set`` (imagefolder adapter, head class names), ``DataLoader(**loader_kwargs(device,
+  workers))``, ``predict`` with the adapter's projection. The target (>= 0.95x plain) is on this arm: it
+  is the same work as the baseline, so any gap is overhead of the evaluate code.
+- ``run``: ``clipmerge.commands.evaluate.run(args)`` in this process: ``evaluate`` plus reading the
+  checkpoint into a fresh model and writing the result JSON, i.e. the CLI minus interpreter start-up and
+  imports (which are the same for every subcommand). Its ratio shows what each job pays on top.
+
+The cache section (``--cache-images``; skipped by ``--quick``): the tiny model on ImageNet-sized JPEGs
+(500x375, resized and cropped to its 32 px), ``decode`` (``predict_set`` without a cache, the baseline)
+against ``cached`` (``predict_set`` reading the cache file ``cache-eval-set`` builds, verifying every
+chunk's digest). Its ratio is decode / cached per model, the target >= 5x; the one-time build is
+printed beside it, and the two arms' logits must be bit-identical.
 
 Both loops time everything from creating the DataLoader (including worker start-up) to the last
 batch. Data: generated images in ImageFolder layout whose class folders are a subset of the head's
@@ -46,6 +53,7 @@ import torch
 from PIL import Image
 
 TARGET = 0.95  # evaluate / plain images/s on CPU
+CACHE_TARGET = 5.0  # decode / cached seconds per model, tiny model, ImageNet-sized JPEGs
 
 
 def machine() -> str:
@@ -104,24 +112,52 @@ def plain_loop(model, root, transform, batch_size: int, workers: int):
 
 
 def evaluate_path(model, root, transform, classnames, batch_size: int, workers: int):
-    """clipmerge.evaluation.predict.run's steps after load_classifier, on the same in-memory model."""
-    from torch.utils.data import DataLoader
-
+    """clipmerge evaluate's decode path after load_classifier, on the same in-memory model."""
     from clipmerge.data.eval_sets import build_eval_set
-    from clipmerge.evaluation.predict import predict, topk_accuracy
-    from clipmerge.models.device import loader_kwargs
+    from clipmerge.evaluation.evaluate import SetSource, predict_set
+    from clipmerge.evaluation.predict import topk_accuracy
 
-    device = torch.device("cpu")
-    eval_set = build_eval_set("imagefolder", root, transform, classnames)
-    loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
-    logits, labels = predict(model, loader, device, eval_set.project)
+    logits, labels = predict_set(model, transform, SetSource("imagefolder", str(root)), classnames,
+                                 batch_size=batch_size, workers=workers, device=torch.device("cpu"))
     topk_accuracy(logits, labels)
-    return logits, labels, eval_set.project
+    return logits, labels, build_eval_set("imagefolder", root, transform, classnames).project
+
+
+def bench_cache(args: argparse.Namespace, workdir: Path) -> dict:
+    """Per-model seconds of the decode path vs the cache path, tiny model, ImageNet-sized JPEGs."""
+    from clipmerge.evaluation.evaluate import SetSource, build_cache, predict_set
+    from clipmerge.models.classifier import new_classifier
+    from clipmerge.models.clip import TINY_ARCH, eval_transform
+
+    classnames = [f"class{i:04d}" for i in range(10)]
+    root = workdir / "cache-images"
+    make_images(root, classnames[:8], args.cache_images // 8, (500, 375), "jpg")
+    torch.manual_seed(0)
+    model = new_classifier(TINY_ARCH, len(classnames)).eval()
+    transform = eval_transform(TINY_ARCH)
+    file = workdir / "cache.safetensors"
+    began = time.perf_counter()
+    build_cache(SetSource("imagefolder", str(root), str(file)), transform, classnames,
+                batch_size=args.batch_size, workers=args.workers)
+    build_s = time.perf_counter() - began
+
+    def arm(cache):
+        return lambda: predict_set(model, transform, SetSource("imagefolder", str(root), cache), classnames,
+                                   batch_size=args.batch_size, workers=args.workers, device=torch.device("cpu"))
+
+    arms = {"decode": arm(None), "cached": arm(str(file))}
+    times = interleave(arms, args.repeats, "cache")
+    (decoded, labels), (cached, cached_labels) = arms["decode"](), arms["cached"]()
+    if not (torch.equal(decoded, cached) and torch.equal(labels, cached_labels)):
+        raise SystemExit("the cache path's logits differ from the decode path's")
+    return {"n": args.cache_images, "build_s": build_s, "bytes": file.stat().st_size,
+            "decode_s": statistics.median(times["decode"]), "cached_s": statistics.median(times["cached"]),
+            "ratio": paired_ratio(times, "decode", "cached")}
 
 
 def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size: tuple[int, int], ext: str,
                 args: argparse.Namespace, workdir: Path) -> list[dict]:
-    from clipmerge.evaluation.predict import run
+    from clipmerge.commands.evaluate import run
     from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
     from clipmerge.models.clip import eval_transform
 
@@ -135,9 +171,10 @@ def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size:
     save_classifier(new_classifier(arch, num_classes), checkpoint, arch)
     model = load_classifier(checkpoint).eval()
     transform = eval_transform(arch)
-    cli_args = Namespace(model=str(checkpoint), model_id=arch, eval_set="bench", adapter="imagefolder",
-                         root=str(root), classnames=str(classnames_file), batch_size=args.batch_size,
-                         workers=args.workers, device="cpu", out=str(workdir / f"{arch}.json"))
+    cli_args = Namespace(model=str(checkpoint), model_id=arch,
+                         sets=[["bench", "imagefolder", str(root), str(workdir / f"{arch}.json")]], cache=[],
+                         classnames=str(classnames_file), batch_size=args.batch_size, workers=args.workers,
+                         device="cpu")
     arms = {
         "plain": lambda: plain_loop(model, root, transform, args.batch_size, args.workers),
         "evaluate": lambda: evaluate_path(model, root, transform, classnames, args.batch_size, args.workers),
@@ -173,6 +210,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help=f"exit 1 if evaluate/plain < {TARGET}")
     parser.add_argument("--vit-images", type=int, default=256, help="ViT-B-32 images (8 class folders)")
     parser.add_argument("--tiny-images", type=int, default=2048, help="tiny-model images (8 class folders)")
+    parser.add_argument("--cache-images", type=int, default=512, help="ImageNet-sized JPEGs for the cache arms")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     # The evaluate rule runs with threads: 1, i.e. one DataLoader worker and OMP_NUM_THREADS=1.
@@ -192,6 +230,7 @@ def main() -> int:
         if not args.quick:
             rows += bench_model("ViT-B-32", 1000, 8, args.vit_images // 8, (500, 375), "jpg", args, workdir)
         rows += bench_model("clipmerge-tiny", 10, 8, args.tiny_images // 8, (32, 32), "png", args, workdir)
+        cache = None if args.quick else bench_cache(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -207,6 +246,14 @@ def main() -> int:
             missed += [] if met else [row["arch"]]
         print(f"| {row['arch']} | {row['arm']} | {row['n']} | {row['images_per_s']:.1f} | {row['ratio']:.3f} | "
               f"{target} | {row['spread']} | {row['cpu_ratio']:.3f} |")
+    if cache is not None:
+        met = cache["ratio"] >= CACHE_TARGET
+        missed += [] if met else ["cache"]
+        print(f"\n| tiny model, {cache['n']} JPEGs 500x375 | decode s | cached s | decode / cached | target |"
+              " cache build s | cache MiB |\n|---|---|---|---|---|---|---|")
+        print(f"| per model | {cache['decode_s']:.3f} | {cache['cached_s']:.3f} | {cache['ratio']:.1f} | "
+              f"≥ {CACHE_TARGET}: {'met' if met else 'MISSED'} | {cache['build_s']:.2f} | "
+              f"{cache['bytes'] / 2**20:.1f} |")
     return 1 if args.check and missed else 0
 
 

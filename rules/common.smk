@@ -1,6 +1,7 @@
 # Config validation, constants, wildcard constraints and input functions. Logic lives in
 # clipmerge.workflow.plan (unit-tested), paths and ids in clipmerge.layout, each rule's code inputs
 # in clipmerge.workflow.code_inputs; this file only wires them into Snakemake.
+import json
 import os
 
 from snakemake.utils import validate
@@ -18,6 +19,8 @@ STUDY = config["study"]
 SEEDS = config["finetune"]["seeds"]
 MODELS = plan.model_ids(config)
 EVAL_SETS = list(config["eval"]["sets"])
+EVAL_JOBS = config["eval"]["jobs"]
+EVAL_CACHE = config["eval"]["cache"]
 METHODS = config["merge"]["methods"]
 STOCK_SEEDS = plan.method_seeds(config, "model_stock") if "model_stock" in METHODS else []
 PERIODIC_SEEDS = plan.method_seeds(config, "model_stock_periodic") if "model_stock_periodic" in METHODS else []
@@ -99,6 +102,22 @@ def finetuned(seeds):
     return [layout.model_weights(layout.finetune_id(s)) for s in seeds]
 
 
+def eval_caches(sets):
+    """The preprocessed-image caches an evaluation reads (none with eval.cache off)."""
+    return [layout.eval_cache(s, STUDY) for s in sets] if EVAL_CACHE else []
+
+
+def eval_set_flags(model, sets):
+    return plan.eval_set_flags(config, STUDY, model, sets, EVAL_CACHE)
+
+
+def eval_benchmarks():
+    """The benchmark files of the evaluation jobs (one per model, or per model and set) and caches."""
+    jobs = MODELS if EVAL_JOBS == "per_model" else [f"{m}/{s}" for m in MODELS for s in EVAL_SETS]
+    caches = [layout.benchmark("cache_eval_set", s) for s in EVAL_SETS] if EVAL_CACHE else []
+    return [layout.benchmark("evaluate", job) for job in jobs] + caches
+
+
 def model_evals(wildcards):
     return [layout.eval_result(wildcards.model, s) for s in EVAL_SETS]
 
@@ -116,19 +135,41 @@ def upstream_benchmarks(wildcards):
     first = ["make_world", "pretrain_demo"] if WORLD else ["fetch_pretrained"]
     return ([layout.benchmark(rule) for rule in (*first, "split_heldout")]
             + [layout.model_benchmark(m) for m in MODELS]
-            + [layout.benchmark("evaluate", f"{m}/{s}") for m in MODELS for s in EVAL_SETS])
+            + eval_benchmarks())
+
+
+def history_of(model):
+    """A training run's history.jsonl (its curves in MLflow); other models have none."""
+    trained = {layout.finetune_id(s) for s in SEEDS} | {"model_stock_periodic"}
+    return [layout.model_history(model, STUDY)] if model in trained else []
+
+
+def diagnostics_of(model):
+    """The diagnostics a model's job writes beside it (attached to its MLflow run)."""
+    path = layout.model_diagnostics(model, STUDY)
+    return [path] if path else []
 
 
 def training_history(wildcards):
-    """A training run's history.jsonl (its curves in MLflow); other models have none."""
-    trained = {layout.finetune_id(s) for s in SEEDS} | {"model_stock_periodic"}
-    return [layout.model_history(wildcards.model)] if wildcards.model in trained else []
+    return history_of(wildcards.model)
 
 
 def model_diagnostics(wildcards):
-    """The diagnostics a model's job writes beside it (attached to its MLflow run)."""
-    path = layout.model_diagnostics(wildcards.model)
-    return [path] if path else []
+    return diagnostics_of(wildcards.model)
+
+
+def tracking_inputs(model):
+    """The files one model's MLflow run is built from."""
+    evals = [layout.eval_result(model, s, STUDY) for s in EVAL_SETS]
+    return [layout.model_meta(model, STUDY), *history_of(model), *diagnostics_of(model), *evals]
+
+
+def tracking_runs_json():
+    """log-mlflow --runs: every model's run, from the same files as its per-model job would read."""
+    runs = [{"meta": layout.model_meta(m, STUDY), "history": next(iter(history_of(m)), None),
+             "diagnostics": diagnostics_of(m), "evals": [layout.eval_result(m, s, STUDY) for s in EVAL_SETS],
+             "config_hash": plan.config_hash(config, m), "out": layout.tracking_run(m, STUDY)} for m in MODELS]
+    return json.dumps(runs)
 
 
 def plot_diagnostics():

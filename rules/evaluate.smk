@@ -1,28 +1,89 @@
-# One job per (model, evaluation set): adding a set or a model evaluates only what is new.
+# eval.jobs = per_set: one job per (model, evaluation set), so adding a set or a model evaluates only
+# what is new (the real run: each job is minutes of GPU). per_model: one job per model for all its sets,
+# each result still its own file (the demo: each job is a second of work after seconds of imports).
+# eval.cache: every set is decoded once (cache_eval_set) and every model reads the cached pixels.
 
 
-rule evaluate:
-    input:
-        model=layout.model_weights(),
-        world=world_manifest,
-        code=code("evaluate"),
-    output:
-        layout.eval_result(),
-    params:
-        adapter=eval_adapter,
-        root=eval_root,
-        classnames=classnames_spec,
-        batch_size=config["eval"]["batch_size"],
-    resources:
-        gpu=1,
-        runtime=60,
-    log:
-        layout.log("evaluate", "{model}/{eval_set}"),
-    benchmark:
-        layout.benchmark("evaluate", "{model}/{eval_set}")
-    conda:
-        "../envs/torch.yaml"
-    shell:
-        "clipmerge evaluate --model {input.model} --model-id {wildcards.model} --eval-set {wildcards.eval_set}"
-        " --adapter {params.adapter} --root {params.root} --classnames {params.classnames}"
-        " --batch-size {params.batch_size} --workers {threads} --out {output} > {log} 2>&1"
+if EVAL_CACHE:
+
+    rule cache_eval_set:
+        input:
+            world=world_manifest,
+            code=code("cache-eval-set"),
+        output:
+            layout.eval_cache(),
+        params:
+            arch=config["model"]["arch"],
+            adapter=eval_adapter,
+            root=eval_root,
+            classnames=classnames_spec,
+        resources:
+            runtime=120,
+        log:
+            layout.log("cache_eval_set", "{eval_set}"),
+        benchmark:
+            layout.benchmark("cache_eval_set", "{eval_set}")
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            "clipmerge cache-eval-set --arch {params.arch} --adapter {params.adapter} --root {params.root}"
+            " --classnames {params.classnames} --workers {threads} --out {output} > {log} 2>&1"
+
+
+if EVAL_JOBS == "per_model":
+
+    rule evaluate:
+        input:
+            model=layout.model_weights(),
+            world=world_manifest,
+            caches=lambda wildcards: eval_caches(EVAL_SETS),
+            code=code("evaluate"),
+        output:
+            [layout.eval_result("{model}", s) for s in EVAL_SETS],
+        params:
+            sets=lambda wildcards: eval_set_flags(wildcards.model, EVAL_SETS),
+            classnames=classnames_spec,
+            batch_size=config["eval"]["batch_size"],
+        resources:
+            gpu=1,
+            runtime=60,
+            loader_workers=lambda wildcards, threads: plan.loader_workers(threads),
+        log:
+            layout.log("evaluate", "{model}"),
+        benchmark:
+            layout.benchmark("evaluate", "{model}")
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
+            " --classnames {params.classnames} --batch-size {params.batch_size}"
+            " --workers {resources.loader_workers} > {log} 2>&1"
+
+else:
+
+    rule evaluate:
+        input:
+            model=layout.model_weights(),
+            world=world_manifest,
+            caches=lambda wildcards: eval_caches([wildcards.eval_set]),
+            code=code("evaluate"),
+        output:
+            layout.eval_result(),
+        params:
+            sets=lambda wildcards: eval_set_flags(wildcards.model, [wildcards.eval_set]),
+            classnames=classnames_spec,
+            batch_size=config["eval"]["batch_size"],
+        resources:
+            gpu=1,
+            runtime=60,
+            loader_workers=lambda wildcards, threads: plan.loader_workers(threads),
+        log:
+            layout.log("evaluate", "{model}/{eval_set}"),
+        benchmark:
+            layout.benchmark("evaluate", "{model}/{eval_set}")
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
+            " --classnames {params.classnames} --batch-size {params.batch_size}"
+            " --workers {resources.loader_workers} > {log} 2>&1"

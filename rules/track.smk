@@ -22,49 +22,77 @@ rule init_mlflow:
         " --out {output} > {log} 2>&1"
 
 
-rule log_mlflow:
-    input:
-        receipt=layout.tracking_receipt(),
-        meta=layout.model_meta(),
-        history=training_history,
-        diagnostics=model_diagnostics,
-        evals=model_evals,
-        code=code("log-mlflow"),
-    output:
-        layout.tracking_run(),
-    params:
-        history=lambda wildcards, input: f"--history {input.history}" if input.history else "",
-        diagnostics=lambda wildcards, input: f"--diagnostics {input.diagnostics}" if input.diagnostics else "",
-        roles=eval_roles(),
-        config_hash=config_hash,
-    log:
-        layout.log("track", "{model}"),
-    benchmark:
-        layout.benchmark("log_mlflow", "{model}")
-    conda:
-        "../envs/tracking.yaml"
-    shell:
-        "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --meta {input.meta}"
-        " {params.history} {params.diagnostics} --evals {input.evals} {params.roles}"
-        " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
+if config["mlflow"]["jobs"] == "per_model":
 
+    rule log_mlflow:
+        input:
+            receipt=layout.tracking_receipt(),
+            meta=layout.model_meta(),
+            history=training_history,
+            diagnostics=model_diagnostics,
+            evals=model_evals,
+            code=code("log-mlflow"),
+        output:
+            layout.tracking_run(),
+        params:
+            history=lambda wildcards, input: f"--history {input.history}" if input.history else "",
+            diagnostics=lambda wildcards, input: f"--diagnostics {input.diagnostics}" if input.diagnostics else "",
+            roles=eval_roles(),
+            config_hash=config_hash,
+        log:
+            layout.log("track", "{model}"),
+        benchmark:
+            layout.benchmark("log_mlflow", "{model}")
+        conda:
+            "../envs/tracking.yaml"
+        shell:
+            "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --meta {input.meta}"
+            " {params.history} {params.diagnostics} --evals {input.evals} {params.roles}"
+            " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
 
-rule log_summary:
-    input:
-        receipt=layout.tracking_receipt(),
-        runs=[layout.tracking_run(m) for m in MODELS],
-        table=layout.table("csv"),
-        costs=layout.table("csv", "costs"),
-        plots=[layout.plot(p) for p in PLOTS],
-        code=code("log-mlflow"),
-    output:
-        layout.tracking_summary(),
-    log:
-        layout.log("track", "summary"),
-    benchmark:
-        layout.benchmark("log_summary")
-    conda:
-        "../envs/tracking.yaml"
-    shell:
-        "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.costs}"
-        " {input.plots} --out {output} > {log} 2>&1"
+    rule log_summary:
+        input:
+            receipt=layout.tracking_receipt(),
+            runs=[layout.tracking_run(m) for m in MODELS],
+            table=layout.table("csv"),
+            costs=layout.table("csv", "costs"),
+            plots=[layout.plot(p) for p in PLOTS],
+            code=code("log-mlflow"),
+        output:
+            layout.tracking_summary(),
+        log:
+            layout.log("track", "summary"),
+        benchmark:
+            layout.benchmark("log_summary")
+        conda:
+            "../envs/tracking.yaml"
+        shell:
+            "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.costs}"
+            " {input.plots} --out {output} > {log} 2>&1"
+
+else:
+
+    # Every model's run, then the summary run, in one process; the same runs and receipts as per_model.
+    rule log_mlflow:
+        input:
+            receipt=layout.tracking_receipt(),
+            runs=[tracking_inputs(m) for m in MODELS],
+            table=layout.table("csv"),
+            costs=layout.table("csv", "costs"),
+            plots=[layout.plot(p) for p in PLOTS],
+            code=code("log-mlflow"),
+        output:
+            runs=[layout.tracking_run(m) for m in MODELS],
+            summary=layout.tracking_summary(),
+        params:
+            runs=lambda wildcards: tracking_runs_json(),
+            roles=eval_roles(),
+        log:
+            layout.log("track", "study"),
+        benchmark:
+            layout.benchmark("log_mlflow")
+        conda:
+            "../envs/tracking.yaml"
+        shell:
+            "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --runs {params.runs:q}"
+            " {params.roles} --artifacts {input.table} {input.costs} {input.plots} --out {output.summary} > {log} 2>&1"

@@ -45,3 +45,19 @@ def tiny_clip_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("pretrained") / "model.safetensors"
     save_clip(create_clip("clipmerge-tiny"), path, "clipmerge-tiny", "random")
     return path
+
+
+@pytest.fixture(scope="session")
+def imagenet_roots(tmp_path_factory):
+    """Tiny copies of ImageNet val and its five shifts in their real layouts (fixtures/imagenet_layouts.py)."""
+    from fixtures import imagenet_layouts as layouts
+
+    base = tmp_path_factory.mktemp("imagenet_layouts")
+    return {
+        "imagenet": layouts.build_imagenet_val(base / "imagenet" / "val"),
+        "imagenet_v2": layouts.build_imagenet_v2(base / "imagenetv2"),
+        "imagenet_sketch": layouts.build_imagenet_sketch(base / "sketch"),
+        "imagenet_r": layouts.build_subset(base / "imagenet-r", "imagenet_r"),
+        "imagenet_a": layouts.build_subset(base / "imagenet-a", "imagenet_a"),
+        "objectnet": layouts.build_objectnet(base / "objectnet-1.0"),
+    }

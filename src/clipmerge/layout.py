@@ -147,6 +147,11 @@ def heldout_cache(study: str = "{study}") -> str:
     return f"{study_dir(study)}/cache/heldout.safetensors"
 
 
+def eval_cache(eval_set: str = "{eval_set}", study: str = "{study}") -> str:
+    """An evaluation set decoded and preprocessed once for every model (rule cache_eval_set)."""
+    return f"{study_dir(study)}/cache/eval/{eval_set}.safetensors"
+
+
 def model_dir(model: str = "{model}", study: str = "{study}") -> str:
     return f"{study_dir(study)}/models/{model}"
 

@@ -31,21 +31,57 @@ def test_zeroshot_meta_follows_the_contract(zeroshot_model):
     assert meta["hparams"] == {"num_classes": 3, "num_templates": 1}
 
 
+def evaluate(tmp_path, model, *args):
+    return main(["evaluate", "--model", str(model), "--model-id", "zeroshot", "--classnames",
+                 str(tmp_path / "classes.txt"), "--workers", "0", *map(str, args)])
+
+
 def test_evaluate_writes_counts_and_accuracies(tmp_path, zeroshot_model, image_folder):
     out = tmp_path / "eval" / "zeroshot" / "test.json"
-    assert main(["evaluate", "--model", str(zeroshot_model), "--model-id", "zeroshot", "--eval-set", "test",
-                 "--adapter", "imagefolder", "--root", str(image_folder), "--classnames", str(tmp_path / "classes.txt"),
-                 "--workers", "0", "--out", str(out)]) == 0
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, out) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 18 and result["top5"] == 100.0  # 3 classes: every label is in the top 5
     assert 0.0 <= result["top1"] <= 100.0 and result["top1"] * 18 / 100 == pytest.approx(round(result["top1"] * 0.18))
 
 
+def test_one_process_evaluates_several_sets_each_into_its_own_file(tmp_path, zeroshot_model, image_folder):
+    """One job per model: every set's JSON equals the one a job for that set alone writes."""
+    alone = tmp_path / "alone.json"
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, alone) == 0
+    outs = [tmp_path / "eval" / "zeroshot" / f"{name}.json" for name in ("test", "copy")]
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, outs[0],
+                    "--set", "copy", "imagefolder", image_folder, outs[1]) == 0
+    first, second = (json.loads(o.read_text()) for o in outs)
+    assert first == json.loads(alone.read_text())
+    assert second == {**first, "eval_set": "copy"}
+
+
+def test_a_cached_set_gives_the_same_result_file(tmp_path, zeroshot_model, image_folder):
+    decoded, cached = tmp_path / "decoded.json", tmp_path / "cached.json"
+    cache = tmp_path / "cache" / "test.safetensors"
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, decoded) == 0
+    assert main(["cache-eval-set", "--arch", "clipmerge-tiny", "--adapter", "imagefolder", "--root",
+                 str(image_folder), "--classnames", str(tmp_path / "classes.txt"), "--workers", "0",
+                 "--out", str(cache)]) == 0
+    built = cache.stat().st_mtime_ns
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, cached,
+                    "--cache", "test", cache) == 0
+    assert cached.read_bytes() == decoded.read_bytes()
+    assert cache.stat().st_mtime_ns == built  # read, not rebuilt
+
+
+def test_a_cache_for_an_unknown_set_is_refused(tmp_path, zeroshot_model, image_folder, capsys):
+    out = tmp_path / "x.json"
+    assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, out,
+                    "--cache", "tset", tmp_path / "c.safetensors") == 2
+    assert not out.exists() and "--cache names sets ['tset'] that no --set names" in capsys.readouterr().err
+
+
 def test_evaluate_on_unknown_classes_fails_cleanly(tmp_path, zeroshot_model, image_folder, capsys):
     (tmp_path / "other.txt").write_text("ant\nbee\ncow\n")
     out = tmp_path / "x.json"
-    code = main(["evaluate", "--model", str(zeroshot_model), "--model-id", "zeroshot", "--eval-set", "test",
-                 "--adapter", "imagefolder", "--root", str(image_folder), "--classnames", str(tmp_path / "other.txt"),
-                 "--workers", "0", "--out", str(out)])
+    code = main(["evaluate", "--model", str(zeroshot_model), "--model-id", "zeroshot", "--classnames",
+                 str(tmp_path / "other.txt"), "--workers", "0", "--set", "test", "imagefolder", str(image_folder),
+                 str(out)])
     assert code == 2 and not out.exists()
     assert "class folders ['cat', 'dog', 'fox'] are not classes of the head" in capsys.readouterr().err

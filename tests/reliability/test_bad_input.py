@@ -94,9 +94,9 @@ def study(tmp_path_factory):
         ["finetune", "--init", m["zeroshot"], "--train-root", str(data), "--heldout", str(root / "heldout.txt"),
          "--seed", "2", "--steps", "2", "--batch-size", "4", "--warmup-steps", "1", "--workers", "0",
          "--device", "cpu", "--out", str(models / "finetune_seed2" / "model.safetensors")],
-        ["evaluate", "--model", m["zeroshot"], "--model-id", "zeroshot", "--eval-set", "test", "--adapter",
-         "imagefolder", "--root", str(data), "--classnames", str(root / "classes.txt"), "--workers", "0",
-         "--device", "cpu", "--out", str(root / "eval" / "zeroshot" / "test.json")],
+        ["evaluate", "--model", m["zeroshot"], "--model-id", "zeroshot", "--set", "test", "imagefolder", str(data),
+         str(root / "eval" / "zeroshot" / "test.json"), "--classnames", str(root / "classes.txt"), "--workers", "0",
+         "--device", "cpu"],
     ]
     for argv in ok:
         assert cli(argv) == 0, argv
@@ -150,9 +150,9 @@ def merge(study, inputs, method="uniform_soup", anchor=None, out="uniform_soup")
 
 
 def evaluate(study, weights, root="train"):
-    return ["evaluate", "--model", weights, "--model-id", "zeroshot", "--eval-set", "test", "--adapter",
-            "imagefolder", "--root", str(study / root), "--classnames", str(study / "classes.txt"), "--workers", "0",
-            "--device", "cpu", "--out", str(study / "eval" / "zeroshot" / "test.json")]
+    return ["evaluate", "--model", weights, "--model-id", "zeroshot", "--set", "test", "imagefolder",
+            str(study / root), str(study / "eval" / "zeroshot" / "test.json"), "--classnames",
+            str(study / "classes.txt"), "--workers", "0", "--device", "cpu"]
 
 
 def finetune(study, init, root="train"):

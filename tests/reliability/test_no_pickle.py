@@ -150,9 +150,9 @@ def _commands(evil: Path, tmp: Path) -> dict[str, list[str]]:
     return {
         "merge": ["merge", "--method", "uniform_soup", "--inputs", str(evil), str(evil),
                   "--out", str(tmp / "m" / "model.safetensors")],
-        "evaluate": ["evaluate", "--model", str(evil), "--model-id", "x", "--eval-set", "t", "--adapter",
-                     "imagefolder", "--root", str(tmp / "imgs"), "--classnames", str(tmp / "classes.txt"),
-                     "--workers", "0", "--out", str(tmp / "e.json")],
+        "evaluate": ["evaluate", "--model", str(evil), "--model-id", "x", "--set", "t", "imagefolder",
+                     str(tmp / "imgs"), str(tmp / "e.json"), "--classnames", str(tmp / "classes.txt"),
+                     "--workers", "0"],
         "finetune": ["finetune", "--init", str(evil), "--train-root", str(tmp / "imgs"), "--heldout",
                      str(tmp / "heldout.txt"), "--seed", "0", "--workers", "0",
                      "--out", str(tmp / "f" / "model.safetensors")],
@@ -174,7 +174,7 @@ def test_a_pickle_where_a_checkpoint_is_expected_is_refused_not_run(malicious_pt
     err = capsys.readouterr().err
     assert f"clipmerge {command}: error: {evil}" in err, err
     assert not marker.exists(), "unpickling ran the payload"
-    out = Path(argv[argv.index("--out") + 1])
+    out = Path(argv[argv.index("--out") + 1] if "--out" in argv else argv[argv.index("--set") + 4])
     assert not out.exists()
 
 

@@ -46,7 +46,7 @@ SECTIONS = [
     (("finetune",), "periodic", {"seeds"}),
     (("merge", "model_stock_periodic"), "periodic", {"seeds"}),
     (("merge", "greedy_soup"), "greedy-soup", set()),
-    (("eval",), "evaluate", {"id", "shifts", "sets"}),
+    (("eval",), "evaluate", {"id", "shifts", "sets", "jobs", "cache"}),  # jobs, cache: the DAG's shape
     (("train",), "split-heldout", {"data", "heldout_per_class"}),
 ]
 

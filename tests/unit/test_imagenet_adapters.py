@@ -25,16 +25,8 @@ TO_TENSOR = T.ToTensor()
 
 
 @pytest.fixture(scope="session")
-def roots(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("imagenet_layouts")
-    return {
-        "imagenet": layouts.build_imagenet_val(base / "imagenet" / "val"),
-        "imagenet_v2": layouts.build_imagenet_v2(base / "imagenetv2"),
-        "imagenet_sketch": layouts.build_imagenet_sketch(base / "sketch"),
-        "imagenet_r": layouts.build_subset(base / "imagenet-r", "imagenet_r"),
-        "imagenet_a": layouts.build_subset(base / "imagenet-a", "imagenet_a"),
-        "objectnet": layouts.build_objectnet(base / "objectnet-1.0"),
-    }
+def roots(imagenet_roots) -> dict[str, Path]:
+    return imagenet_roots
 
 
 def accuracy(eval_set) -> float:

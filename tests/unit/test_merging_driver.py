@@ -134,6 +134,19 @@ def test_nan_in_a_late_tensor_aborts_without_touching_output(checkpoints, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["out.safetensors"]
 
 
+def test_nan_read_straight_into_model_stocks_buffer_still_names_the_file(checkpoints, tmp_path):
+    """Model Stock's inputs are read into its buffer unchecked; a NaN still stops it, naming the file."""
+    zs, fts, zs_path, ft_paths = checkpoints
+    poisoned = dict(fts[1])
+    poisoned["visual.proj"] = poisoned["visual.proj"].clone()
+    poisoned["visual.proj"][0, 2] = float("inf")
+    save_file(poisoned, ft_paths[1], metadata=METADATA)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(ClipmergeError, match=r"ft2/model.safetensors: tensor 'visual.proj' has .*inf"):
+        merge_checkpoints("model_stock", ft_paths, out, anchor=zs_path)
+    assert not out.exists()
+
+
 def test_method_error_names_the_tensor(checkpoints, tmp_path):
     zs, fts, zs_path, ft_paths = checkpoints
     flipped = {k: (2 * zs[k] - v if v.is_floating_point() else v) for k, v in fts[0].items()}

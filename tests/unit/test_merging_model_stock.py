@@ -128,6 +128,25 @@ def test_scratch_buffer_gives_the_same_bits_and_wrong_scratch_is_ignored():
         assert torch.equal(merged, plain) and scratch_diag == diag
 
 
+@pytest.mark.parametrize("n", [2, 3, 9, 32])
+def test_merge_matches_the_formula_in_float64(n):
+    """The float32 merge (deltas made in place in the scratch rows) against the paper's formula
+    evaluated independently in float64."""
+    g = torch.Generator().manual_seed(n)
+    w0 = torch.randn(1000, generator=g)
+    shared = 0.01 * torch.randn(1000, generator=g)  # a common direction: positive cosines, 0 < t < 1
+    ws = [w0 + shared + 0.01 * torch.randn(1000, generator=g) for _ in range(n)]
+    merged, diag = model_stock(ws, w0, scratch=torch.empty(n * 1000))
+    deltas = torch.stack(ws).double() - w0.double()
+    unit = deltas / deltas.norm(dim=1, keepdim=True)
+    i, j = torch.triu_indices(n, n, offset=1)
+    cos = math.cos(float(torch.arccos((unit @ unit.T)[i, j].clamp(-1, 1)).mean()))
+    t = n * cos / (1 + (n - 1) * cos)
+    expected = t * torch.stack(ws).double().mean(0) + (1 - t) * w0.double()
+    assert 0.1 < t < 1 and diag.t == pytest.approx(t, rel=1e-5)
+    torch.testing.assert_close(merged.double(), expected, rtol=0, atol=1e-5)
+
+
 def test_overflowing_deltas_are_an_error_not_a_silent_nan():
     with pytest.raises(ClipmergeError, match="overflow"):
         model_stock([torch.full((4,), 1e30), torch.full((4,), 2e30)], torch.zeros(4))

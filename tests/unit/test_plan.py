@@ -95,3 +95,7 @@ def test_config_hash_changes_only_for_dependent_models(config):
     config["finetune"]["lr"] = 0.5
     changed = {m for m in before if plan.config_hash(config, m) != after[m]}
     assert changed == set(plan.model_ids(config)) - {"zeroshot"}
+
+
+def test_a_one_core_evaluation_decodes_in_process():
+    assert [plan.loader_workers(t) for t in (1, 2, 8)] == [0, 2, 8]

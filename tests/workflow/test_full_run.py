@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -86,6 +87,72 @@ def test_adding_a_seed_trains_only_the_new_seed(run_dir):
     assert not {"merge_model_stock", "model_stock_periodic", "merge_wise_ft", "build_zeroshot"} & set(jobs)
 
 
+def test_adding_a_set_decodes_it_once_and_evaluates_only_it(run_dir):
+    """eval.jobs per_set (the default, the real run's): a new set is one cache job and one job per model."""
+    def add_v2(config):
+        config["eval"]["sets"]["v2"] = {"adapter": "imagefolder", "world_split": "v2"}
+    jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, add_v2))
+    assert jobs["cache_eval_set"] == 1 and jobs["evaluate"] == len(MODELS)
+    assert not {"finetune", "pretrain_demo", "merge_model_stock", "greedy_soup"} & set(jobs)
+
+
+# The demo's job shapes: one evaluation job per model (no cache), one MLflow job for the study.
+DEMO_SHAPES = {"eval": {"jobs": "per_model", "cache": False}, "mlflow": {"jobs": "per_study"}}
+
+
+def demo_shapes(config):
+    for section, values in DEMO_SHAPES.items():
+        config.setdefault(section, {}).update(values)
+
+
+@pytest.fixture(scope="module")
+def demo_shaped(run_dir, tmp_path_factory):
+    """A copy of the finished run switched to the demo's job shapes and run: (its dir, config, the plan)."""
+    copy = tmp_path_factory.mktemp("demo_shaped") / "run"
+    shutil.copytree(run_dir, copy, symlinks=True)
+    config = edited_config(copy, demo_shapes)
+    planned = planned_jobs(copy, configfile=config)
+    snakemake(copy, "--cores", "2", configfile=config)
+    return copy, config, planned
+
+
+def test_demo_job_shapes_rerun_only_evaluation_and_reporting(demo_shaped):
+    _, _, planned = demo_shaped
+    assert planned == {"evaluate": len(MODELS), "log_mlflow": 1, "compile_table": 1, "plot_results": 1, "all": 1}
+
+
+def test_demo_job_shapes_give_byte_identical_results(run_dir, demo_shaped):
+    """One process per model reading decoded images == one per set reading the cache, file for file."""
+    copy, _, _ = demo_shaped
+    for model in MODELS:
+        for eval_set in SETS:
+            rel = Path("results", "tiny", "eval", model, f"{eval_set}.json")
+            assert (copy / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
+
+
+def test_one_mlflow_job_keeps_one_run_per_model(demo_shaped):
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    copy, _, _ = demo_shaped
+    receipts = {m: json.loads((results(copy) / "tracking" / f"{m}.json").read_text()) for m in MODELS}
+    assert {r["action"] for r in receipts.values()} == {"unchanged"}  # same files, same runs: idempotent
+    client = MlflowClient(f"sqlite:///{results(copy) / 'mlflow.db'}")
+    runs = client.search_runs([receipts["zeroshot"]["experiment_id"]], run_view_type=ViewType.ACTIVE_ONLY)
+    assert sorted(r.info.run_name for r in runs) == sorted([*MODELS, "summary"])
+
+
+def test_with_one_job_per_model_a_new_set_reruns_each_models_job(demo_shaped):
+    copy, _, _ = demo_shaped
+    def add_v2(config):
+        demo_shapes(config)
+        config["eval"]["sets"]["v2"] = {"adapter": "imagefolder", "world_split": "v2"}
+    assert planned_jobs(copy, configfile=edited_config(copy, demo_shapes)) == {}
+    jobs = planned_jobs(copy, configfile=edited_config(copy, add_v2))
+    assert jobs["evaluate"] == len(MODELS) and "cache_eval_set" not in jobs
+    assert not {"finetune", "pretrain_demo", "merge_model_stock", "greedy_soup"} & set(jobs)
+
+
 def test_report_embeds_table_and_plots(run_dir):
     report = run_dir / "report.html"
     snakemake(run_dir, "--report", str(report))
@@ -105,7 +172,8 @@ RULE_COMMANDS = {
     "merge_model_stock": ("merge", "clipmerge.merging.model_stock"),
     "merge_uniform_soup": ("merge", "clipmerge.merging.uniform_soup"),
     "merge_wise_ft": ("merge", "clipmerge.merging.wise_ft"), "greedy_soup": ("greedy-soup",),
-    "evaluate": ("evaluate",), "init_mlflow": ("init-mlflow",), "log_mlflow": ("log-mlflow",),
+    "evaluate": ("evaluate",), "cache_eval_set": ("cache-eval-set",), "init_mlflow": ("init-mlflow",),
+    "log_mlflow": ("log-mlflow",),
     "log_summary": ("log-mlflow",), "compile_table": ("table",), "plot_results": ("plots",),
 }
 

@@ -14,13 +14,15 @@ def test_lint_is_clean():
 def test_demo_dag_plans_every_stage(tmp_path):
     jobs = planned_jobs(tmp_path, configfile=REPO / "config" / "config.yaml")
     models = 1 + 4 + 4 + 3  # zeroshot, 4 seeds, uniform/greedy/stock/periodic, 3 WiSE-FT alphas
-    assert jobs["evaluate"] == models * 6
-    assert jobs["finetune"] == 4 and jobs["log_mlflow"] == models
+    assert jobs["evaluate"] == models  # eval.jobs: per_model, each writing its 6 result files
+    assert jobs["finetune"] == 4 and jobs["log_mlflow"] == 1  # mlflow.jobs: per_study
     for rule in ("make_world", "pretrain_demo", "build_zeroshot", "split_heldout", "merge_model_stock",
                  "merge_uniform_soup", "greedy_soup", "model_stock_periodic", "compile_table", "plot_results",
-                 "init_mlflow", "log_summary", "all"):
+                 "init_mlflow", "all"):
         assert jobs[rule] == 1, rule
     assert jobs["merge_wise_ft"] == 3
+    assert "cache_eval_set" not in jobs and "log_summary" not in jobs
+    assert sum(jobs.values()) == 32
 
 
 def paper_config(tmp_path, seeds=4):
@@ -36,7 +38,9 @@ def paper_config(tmp_path, seeds=4):
 def test_paper_scale_dag_plans_from_dataset_roots(tmp_path):
     jobs = planned_jobs(tmp_path, configfile=paper_config(tmp_path))
     assert jobs["fetch_pretrained"] == 1 and "make_world" not in jobs and "pretrain_demo" not in jobs
-    assert jobs["evaluate"] == (1 + 4 + 5) * 6  # zeroshot, 4 fine-tunes, 4 merges + WiSE-FT 0.5
+    assert jobs["evaluate"] == (1 + 4 + 5) * 6  # zeroshot, 4 fine-tunes, 4 merges + WiSE-FT 0.5; per set
+    assert jobs["cache_eval_set"] == 6  # each set decoded once for the 10 models
+    assert jobs["log_mlflow"] == 10 and jobs["log_summary"] == 1
 
 
 def test_missing_dataset_root_stops_before_any_job(tmp_path):

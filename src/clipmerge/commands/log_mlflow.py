@@ -1,9 +1,11 @@
-"""`clipmerge log-mlflow`: log one model's result files as one MLflow run, or the study's summary run
-(clipmerge.tracking.runs). Idempotent: unchanged files log nothing."""
+"""`clipmerge log-mlflow`: log one model's result files as one MLflow run, the study's summary run, or
+(``--runs``) every model's run and then the summary in one process (clipmerge.tracking.runs).
+Idempotent: unchanged files log nothing."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from clipmerge.errors import ClipmergeError
@@ -26,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--id", dest="id_set", help="the in-distribution eval set")
     model.add_argument("--shifts", nargs="+", default=[], help="the distribution-shift eval sets")
     model.add_argument("--config-hash", help="hash of the config that produced the results (tag)")
+    model.add_argument("--runs", type=json.loads,
+                       help="instead of --meta ...: a JSON list of runs, each {meta, history, diagnostics, evals, "
+                            "config_hash, out}, logged in turn (then the summary run if --artifacts is given)")
     summary = parser.add_argument_group("the study's summary run")
     summary.add_argument("--summary", action="store_true", help="log --artifacts to the summary run")
     summary.add_argument("--artifacts", nargs="+", default=[],
@@ -35,24 +40,43 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     receipt = read_receipt(args.receipt)
     uri, experiment_id = receipt["tracking_uri"], receipt["experiment_id"]
-    if args.summary:
-        payload = summary_payload(args.artifacts)
+    if args.runs is not None:
+        for spec in args.runs:
+            log_model(uri, experiment_id, args, meta=spec["meta"], history=spec.get("history"),
+                      diagnostics=spec.get("diagnostics", []), evals=spec["evals"],
+                      config_hash=spec.get("config_hash"), out=spec["out"])
+        if args.artifacts:
+            log_summary(uri, experiment_id, args.artifacts, args.out)
+    elif args.summary:
+        log_summary(uri, experiment_id, args.artifacts, args.out)
     else:
-        needed = [("--study", args.study), ("--meta", args.meta), ("--evals", args.evals), ("--id", args.id_set),
-                  ("--shifts", args.shifts)]
-        missing = [flag for flag, value in needed if not value]
-        if missing:
-            raise ClipmergeError(f"log-mlflow needs {', '.join(missing)} (or --summary)")
-        payload = model_payload(args.study, args.meta, args.evals, args.id_set, args.shifts, history=args.history,
-                                diagnostics=args.diagnostics, config_hash=args.config_hash)
+        log_model(uri, experiment_id, args, meta=args.meta, history=args.history, diagnostics=args.diagnostics,
+                  evals=args.evals, config_hash=args.config_hash, out=args.out)
+
+
+def log_model(uri: str, experiment_id: str, args, *, meta, history, diagnostics, evals, config_hash, out) -> None:
+    needed = [("--study", args.study), ("--meta", meta), ("--evals", evals), ("--id", args.id_set),
+              ("--shifts", args.shifts)]
+    missing = [flag for flag, value in needed if not value]
+    if missing:
+        raise ClipmergeError(f"log-mlflow needs {', '.join(missing)} (or --summary)")
+    payload = model_payload(args.study, meta, evals, args.id_set, args.shifts, history=history,
+                            diagnostics=diagnostics, config_hash=config_hash)
+    write_receipt(uri, experiment_id, payload, out)
+
+
+def log_summary(uri: str, experiment_id: str, artifacts: list[str], out) -> None:
+    base = ui_base(uri)
+    write_receipt(uri, experiment_id, summary_payload(artifacts), out, extra=lambda: {
+        "runs_url": runs_url(experiment_id, base),
+        "compare_url": compare_url(model_run_ids(uri, experiment_id), [experiment_id], base)})
+
+
+def write_receipt(uri: str, experiment_id: str, payload, out, extra=lambda: {}) -> None:
     run_id, action = log_run(uri, experiment_id, payload)
     base = ui_base(uri)
-    out = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id, "run_name": payload.run_name,
-           "result_key": payload.key, "action": action,
-           "run_url": f"{base}/#/experiments/{experiment_id}/runs/{run_id}"}
-    if args.summary:
-        model_runs = model_run_ids(uri, experiment_id)
-        out |= {"runs_url": runs_url(experiment_id, base),
-                "compare_url": compare_url(model_runs, [experiment_id], base)}
-    write_json(args.out, out)
-    log.info("%s run %s (%s): %s", action, payload.run_name, run_id, out["run_url"])
+    receipt = {"tracking_uri": uri, "experiment_id": experiment_id, "run_id": run_id, "run_name": payload.run_name,
+               "result_key": payload.key, "action": action,
+               "run_url": f"{base}/#/experiments/{experiment_id}/runs/{run_id}", **extra()}
+    write_json(out, receipt)
+    log.info("%s run %s (%s): %s", action, payload.run_name, run_id, receipt["run_url"])

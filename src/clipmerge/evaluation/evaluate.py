@@ -1,34 +1,73 @@
-"""Top-1/top-5 accuracy of a classifier checkpoint on one evaluation set.
+"""Top-1/top-5 accuracy of a classifier on evaluation sets, decoded per model or read from a cache.
 
 The CUDA path keeps the GPU fed: DataLoader workers with pinned memory, channels_last inputs, bf16
 autocast. On CPU the same code runs in fp32.
+
+With a cache (clipmerge.data.cache) each set is decoded and preprocessed once for every model: the
+exact uint8 pixels the eval transform produces before its Normalize, which is then applied on the
+device. The logits are identical to the decode path's (tests/unit/test_evaluate.py, every adapter).
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 
 from torch.utils.data import DataLoader
 
-from clipmerge.data.classnames import load_classnames
+from clipmerge.data.cache import file_keys, with_cache
+from clipmerge.data.eval_set import EvalSet
 from clipmerge.data.eval_sets import build_eval_set
 from clipmerge.evaluation.predict import predict, topk_accuracy
-from clipmerge.models.classifier import load_classifier
 from clipmerge.models.clip import eval_transform
 from clipmerge.models.device import loader_kwargs
-from clipmerge.weights.checkpoint import classifier_arch
-
-log = logging.getLogger(__name__)
 
 
-def evaluate_checkpoint(weights, adapter: str, root, classnames: str | None, *, batch_size: int, workers: int,
-                        device, desc: str = "evaluate") -> tuple[dict[int, float], int]:
-    """Top-1/top-5 (percent) of the classifier ``weights`` on the set at ``root`` read by ``adapter``,
-    and the number of images scored. ``classnames``: the head's class names spec (load_classnames)."""
-    arch, _ = classifier_arch(weights)
-    names = load_classnames(classnames) if classnames else None
-    model = load_classifier(weights)
-    eval_set = build_eval_set(adapter, root, eval_transform(arch, model), names)
-    loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
-    logits, labels = predict(model, loader, device, eval_set.project, desc=desc)
+@dataclass(frozen=True)
+class SetSource:
+    """Where an evaluation set is read from: its adapter, its root and (optionally) its cache file."""
+
+    adapter: str
+    root: str
+    cache: str | None = None
+
+
+def open_eval_set(source: SetSource, transform, classnames: list[str] | None) -> EvalSet:
+    return build_eval_set(source.adapter, source.root, transform, classnames)
+
+
+def build_cache(source: SetSource, transform, classnames: list[str] | None, *, batch_size: int, workers: int) -> int:
+    """Write (or keep, if current) the cache of ``source`` under ``transform``; its image count."""
+    eval_set = open_eval_set(source, transform, classnames)
+    return _cached(source, eval_set, transform, classnames, len, batch_size=batch_size, workers=workers)
+
+
+def _cached(source: SetSource, eval_set: EvalSet, transform, classnames, use, *, batch_size: int, workers: int):
+    """``use(cache)`` on the set's cache, built from its files (and rebuilt if stale or corrupt)."""
+    samples = eval_set.dataset.samples
+    return with_cache(
+        use, source.cache, lambda pre: open_eval_set(source, pre, classnames).dataset,
+        sample_ids=file_keys([path for path, _ in samples], source.root),
+        labels=[label for _, label in samples], transform=transform, batch_size=batch_size, workers=workers,
+    )
+
+
+def predict_set(model, transform, source: SetSource, classnames: list[str] | None, *, batch_size: int,
+                workers: int, device, desc: str = "evaluate"):
+    """The projected logits and labels of ``model`` on one set under ``transform`` (an eval transform
+    ending in Normalize), decoded now or read from ``source.cache``."""
+    eval_set = open_eval_set(source, transform, classnames)
+    if source.cache is None:
+        loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
+        return predict(model, loader, device, eval_set.project, desc=desc)
+    return _cached(
+        source, eval_set, transform, classnames,
+        lambda cache: predict(model, cache.batches(batch_size, device), device, eval_set.project, desc=desc),
+        batch_size=batch_size, workers=workers)
+
+
+def evaluate_model(model, arch: str, source: SetSource, classnames: list[str] | None, *, batch_size: int,
+                   workers: int, device, desc: str = "evaluate") -> tuple[dict[int, float], int]:
+    """Top-1/top-5 (percent) of the loaded classifier ``model`` of ``arch`` on one set, and the images scored."""
+    logits, labels = predict_set(model, eval_transform(arch, model), source, classnames, batch_size=batch_size,
+                                 workers=workers, device=device, desc=desc)
     return topk_accuracy(logits, labels), len(labels)

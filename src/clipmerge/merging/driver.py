@@ -29,7 +29,7 @@ from clipmerge.files import write_json
 from clipmerge.merging.diagnostics import TensorDiagnostics, summarize
 from clipmerge.merging.registry import MergeMethod, get
 from clipmerge.weights.checkpoint import classifier_arch
-from clipmerge.weights.streaming import Layout, TensorReader, common_layout, write_order, write_streaming
+from clipmerge.weights.streaming import Layout, TensorReader, check_finite, common_layout, write_order, write_streaming
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,27 @@ class MergeReport:
 
 
 class _Column(Sequence):
-    """Tensor ``key`` of every input, read from disk only when indexed or iterated."""
+    """Tensor ``key`` of every input, read from disk only when indexed or iterated.
 
-    def __init__(self, readers: Sequence[TensorReader], key: str):
-        self._readers, self._key = readers, key
+    With ``rows`` (a method's scratch viewed as [N, numel], when its dtype is the tensor's), input i is
+    read straight into row i, unchecked: the method finds it there with no copy, and the driver checks
+    the inputs for NaN/inf only if the method's result is not finite (see merge_checkpoints)."""
+
+    def __init__(self, readers: Sequence[TensorReader], key: str, rows: torch.Tensor | None = None):
+        self._readers, self._key, self._rows = readers, key, rows
 
     def __len__(self) -> int:
         return len(self._readers)
 
     def __getitem__(self, i):
-        return self._readers[i].get(self._key)
+        if self._rows is None:
+            return self._readers[i].get(self._key)
+        return self._readers[i].read_into(self._key, self._rows[i])
+
+    def check_finite(self) -> None:
+        """The exact NaN/inf check of every input's tensor, naming the file."""
+        for i, reader in enumerate(self._readers):
+            check_finite(self._rows[i] if self._rows is not None else reader.get(self._key), self._key, reader.path)
 
 
 def merge_checkpoints(
@@ -100,9 +111,10 @@ def merge_checkpoints(
 
     report = MergeReport(method, options, layout)
     call_options = dict(options)
+    scratch = None
     if spec.uses_scratch:
         largest = max((s.nbytes // s.dtype.itemsize for s in layout.specs.values()), default=0)
-        call_options["scratch"] = torch.empty(len(inputs) * largest, dtype=torch.float32)
+        scratch = call_options["scratch"] = torch.empty(len(inputs) * largest, dtype=torch.float32)
     with ExitStack() as open_files:
         readers = [open_files.enter_context(TensorReader(p)) for p in inputs]
         anchor_reader = open_files.enter_context(TensorReader(anchor)) if anchor is not None else None
@@ -110,9 +122,19 @@ def merge_checkpoints(
         def merged_tensors():
             for key in write_order(layout.specs):
                 anchor_tensor = anchor_reader.get(key) if anchor_reader else None
+                spec_ = layout.specs[key]
+                rows = None
+                if scratch is not None and spec_.dtype == scratch.dtype:
+                    numel = spec_.nbytes // spec_.dtype.itemsize
+                    rows = scratch[: len(inputs) * numel].view(len(inputs), numel)
+                column = _Column(readers, key, rows)
                 try:
-                    tensor, diagnostics = merge_tensor(_Column(readers, key), anchor_tensor, **call_options)
+                    tensor, diagnostics = merge_tensor(column, anchor_tensor, **call_options)
+                    if rows is not None:  # the rows were read unchecked: a NaN/inf input spreads to the result
+                        check_finite(tensor, key, "the merged model")
                 except ClipmergeError as e:
+                    if rows is not None:
+                        column.check_finite()  # name the input that holds it, if one does
                     raise ClipmergeError(f"tensor {key!r}: {e}") from e
                 if diagnostics is not None:
                     report.tensors[key] = diagnostics

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from clipmerge import layout
-from clipmerge.data.cache import load_or_build
-from clipmerge.data.splits import Transformed, heldout_set, relative_paths
+from clipmerge.data.cache import file_keys, with_cache
+from clipmerge.data.splits import Transformed, heldout_set
 from clipmerge.errors import ClipmergeError
 from clipmerge.evaluation.predict import predict, topk_accuracy
 from clipmerge.files import write_json
@@ -66,29 +66,30 @@ def make_greedy_soup(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
         raise ClipmergeError(
             f"{train_root}: {len(folder.classes)} class folders, but the checkpoints' head has {num_classes} classes"
         )
-    rel = relative_paths(folder)
-    images = load_or_build(
-        cache, lambda transform: Transformed(subset, transform),
-        sample_ids=[rel[i] for i in subset.indices],
+    model = load_classifier(inputs[0])
+
+    def search(images) -> tuple[GreedyResult, int]:
+        def evaluate(state) -> float:
+            began = time.perf_counter()
+            model.load_state_dict(state, strict=True)
+            logits, labels = predict(model, images.batches(batch_size, device), device, desc="greedy soup")
+            top1 = topk_accuracy(logits, labels, ks=(1,))[1]
+            log.info("held-out top-1 %.2f (%.1f s)", top1, time.perf_counter() - began)
+            return top1
+
+        log.info("greedy soup over %d ingredients on %d held-out images", len(paths), len(images))
+        return greedy_soup(list(paths), lambda name: load_weights(paths[name]), evaluate,
+                           accept=ACCEPT[accept]), len(images)
+
+    result, heldout_size = with_cache(
+        search, cache, lambda transform: Transformed(subset, transform),
+        sample_ids=file_keys([folder.samples[i][0] for i in subset.indices], folder.root),
         labels=[folder.samples[i][1] for i in subset.indices],
         transform=eval_transform(arch), batch_size=batch_size, workers=workers,
     )
-    model = load_classifier(inputs[0])
-
-    def evaluate(state) -> float:
-        began = time.perf_counter()
-        model.load_state_dict(state, strict=True)
-        logits, labels = predict(model, images.batches(batch_size, device), device, desc="greedy soup")
-        top1 = topk_accuracy(logits, labels, ks=(1,))[1]
-        log.info("held-out top-1 %.2f (%.1f s)", top1, time.perf_counter() - began)
-        return top1
-
-    with images:
-        log.info("greedy soup over %d ingredients on %d held-out images", len(paths), len(images))
-        result = greedy_soup(list(paths), lambda name: load_weights(paths[name]), evaluate, accept=ACCEPT[accept])
 
     save_weights(result.soup, out, metadata=header.metadata)
-    hparams = {"accept": accept, "heldout_size": len(images)}
+    hparams = {"accept": accept, "heldout_size": heldout_size}
     layout.write_meta(out, layout.model_meta_record(model_id, "greedy_soup", arch, pretrained,
                                                     ingredients=result.ingredients, hparams=hparams))
     write_json(Path(out).with_name(layout.GREEDY_DIAGNOSTICS), {

@@ -58,9 +58,10 @@ def model_stock(
         clamp_negative: clamp a negative mean cosine to 0 (t = 0, result w0).
         eps: delta norms at or below this count as zero.
         scratch: optional 1-D buffer (float32, or float64 for float64 inputs) of at least N * numel
-            elements that receives the deltas; its contents are overwritten. The streaming driver
-            reuses one for every tensor: a fresh [N, numel] buffer per tensor made the OS fault in N
-            model-sizes of new pages per merge, about 40% of a 32-model merge's time.
+            elements whose first N * numel, viewed as [N, numel], receive the inputs; its contents
+            are overwritten. The streaming driver reuses one for every tensor (a fresh [N, numel]
+            buffer per tensor made the OS fault in N model-sizes of new pages per merge, about 40% of
+            a 32-model merge's time) and reads input i straight into row i, which is then not copied.
 
     Returns:
         The merged tensor (anchor's dtype) and its diagnostics.
@@ -78,37 +79,43 @@ def model_stock(
 
     compute = torch.promote_types(anchor.dtype, torch.float32)
     w0 = anchor.reshape(-1).to(compute)
-    # One [N, P] buffer of deltas, filled row by row: memory is N copies of this tensor only.
+    # The N inputs as the rows of one [N, P] buffer, then their deltas: memory is N copies of this tensor.
     size = n * w0.numel()
     if scratch is not None and scratch.dtype == compute and scratch.numel() >= size:
-        deltas = scratch[:size].view(n, w0.numel())
+        rows = scratch[:size].view(n, w0.numel())
     else:
-        deltas = torch.empty((n, w0.numel()), dtype=compute)
-    delta_sum = torch.zeros_like(w0)
-    for row, w in zip(deltas, finetuned, strict=True):
-        torch.sub(w.reshape(-1).to(compute), w0, out=row)
-        delta_sum.add_(row)  # summed while the row is still in cache, instead of a pass over all deltas
-    cos, angle_deg, guard = _mean_cosine(deltas, average, eps)
+        rows = torch.empty((n, w0.numel()), dtype=compute)
+    for row, w in zip(rows, finetuned, strict=True):
+        if w.data_ptr() != row.data_ptr():  # the streaming driver reads each input straight into its row
+            row.copy_(w.reshape(-1))
+    deltas = rows.sub_(w0)  # in place: the inputs are not needed again, so the deltas take no memory
+    delta_sum = deltas.sum(dim=0)
+    # One GEMM gives every pairwise dot product. Blocking it by columns to keep the deltas in cache,
+    # or splitting it by its symmetry, measured no faster: at N = 32 it is compute-bound (N^2 x numel
+    # multiply-adds, benchmarks/README.md).
+    gram = (deltas @ deltas.T).double()
+    cos, angle_deg, guard = _mean_cosine(gram, average, eps)
     if cos < 0 and clamp_negative:
         cos, guard = 0.0, "negative_cos"
     t = _ratio(n, cos)
-    # w_avg = w0 + mean(d): the deltas are in memory, the inputs (read one at a time) are not.
+    # w_avg = w0 + mean(d)
     w_avg = delta_sum.div_(n).add_(w0)
     merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
     return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
 
 
-def _mean_cosine(deltas: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:
-    """Mean pairwise cosine (per ``average``) and mean pairwise angle of the rows of ``deltas``."""
-    gram = (deltas @ deltas.T).double()  # one GEMM gives every pairwise dot product
+def _mean_cosine(gram: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:
+    """Mean pairwise cosine (per ``average``) and mean pairwise angle of the deltas whose Gram matrix
+    (every pairwise dot product) is ``gram``."""
     if not torch.isfinite(gram).all():
-        raise ClipmergeError("model_stock: delta dot products overflow float32 (deltas above ~1e19?)")
+        raise ClipmergeError("model_stock: delta dot products are not finite (a NaN/inf input, or deltas above "
+                             "~1e19 overflowing float32)")
     norms = gram.diagonal().clamp(min=0).sqrt()
     moving = norms > eps
     cosines = (gram / torch.outer(norms, norms).clamp(min=torch.finfo(torch.float64).tiny)).clamp(-1, 1)
     # A zero delta has no direction: its pairs count as orthogonal, as in the reference codes.
     cosines = torch.where(torch.outer(moving, moving), cosines, torch.zeros_like(cosines))
-    i, j = torch.triu_indices(len(deltas), len(deltas), offset=1)
+    i, j = torch.triu_indices(len(gram), len(gram), offset=1)
     pair_cos = cosines[i, j]
     angles = torch.rad2deg(torch.arccos(pair_cos))
     mean_angle = float(angles.mean())
