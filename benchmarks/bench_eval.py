@@ -213,10 +213,16 @@ def main() -> int:
     parser.add_argument("--cache-images", type=int, default=512, help="ImageNet-sized JPEGs for the cache arms")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
-    # The evaluate rule runs with threads: 1, i.e. one DataLoader worker and OMP_NUM_THREADS=1.
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers (both loops)")
+    parser.add_argument("--cache-only", action="store_true", help="only the cache-vs-decode arms")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers (every arm); default: what the evaluate rule uses with "
+                             "--threads cores (plan.loader_workers: 0 for one thread)")
     args = parser.parse_args()
+    if args.workers is None:
+        from clipmerge.workflow.plan import loader_workers
+
+        args.workers = loader_workers(args.threads)
     if args.quick:
         args.tiny_images, args.repeats = 512, 3
     torch.set_num_threads(args.threads)
@@ -227,9 +233,10 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench_eval."))
     try:
         rows = []
-        if not args.quick:
+        if not (args.quick or args.cache_only):
             rows += bench_model("ViT-B-32", 1000, 8, args.vit_images // 8, (500, 375), "jpg", args, workdir)
-        rows += bench_model("clipmerge-tiny", 10, 8, args.tiny_images // 8, (32, 32), "png", args, workdir)
+        if not args.cache_only:
+            rows += bench_model("clipmerge-tiny", 10, 8, args.tiny_images // 8, (32, 32), "png", args, workdir)
         cache = None if args.quick else bench_cache(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

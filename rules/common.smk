@@ -42,7 +42,6 @@ localrules:
     all,
     init_mlflow,
     log_mlflow,
-    log_summary,
     compile_table,
     plot_results,
 

@@ -24,6 +24,9 @@ rule init_mlflow:
 
 if config["mlflow"]["jobs"] == "per_model":
 
+    localrules:
+        log_summary,
+
     rule log_mlflow:
         input:
             receipt=layout.tracking_receipt(),
