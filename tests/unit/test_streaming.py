@@ -125,3 +125,17 @@ def test_reader_rejects_non_finite_tensors_naming_file_and_tensor(tmp_path):
         assert torch.equal(reader.get("ok"), torch.ones(3))
         with pytest.raises(ClipmergeError, match=r"nan\.safetensors: tensor 'bad' has 2 NaN/inf"):
             reader.get("bad")
+
+
+def test_save_weights_gives_the_same_bytes_for_the_same_weights(tmp_path):
+    """safetensors' save_file orders the header metadata by hash, differently in every call; the same
+    weights and metadata must give the same file (results reproduce bit for bit)."""
+    from clipmerge.weights.checkpoint import load_weights, save_weights
+
+    tensors = {"w": torch.arange(6.0).reshape(2, 3), "n": torch.arange(4), "b": torch.ones(3, dtype=torch.float16)}
+    metadata = {f"key{i}": str(i) for i in range(12)}
+    paths = [tmp_path / f"{i}.safetensors" for i in range(4)]
+    for i, path in enumerate(paths):
+        save_weights(tensors, path, metadata=dict(reversed(metadata.items())) if i % 2 else metadata)
+    assert len({p.read_bytes() for p in paths}) == 1
+    assert all(torch.equal(v, tensors[k]) for k, v in load_weights(paths[0]).items())

@@ -122,10 +122,10 @@ def merge_checkpoints(
         def merged_tensors():
             for key in write_order(layout.specs):
                 anchor_tensor = anchor_reader.get(key) if anchor_reader else None
-                spec_ = layout.specs[key]
+                tensor_spec = layout.specs[key]
                 rows = None
-                if scratch is not None and spec_.dtype == scratch.dtype:
-                    numel = spec_.nbytes // spec_.dtype.itemsize
+                if scratch is not None and tensor_spec.dtype == scratch.dtype:
+                    numel = tensor_spec.nbytes // tensor_spec.dtype.itemsize
                     rows = scratch[: len(inputs) * numel].view(len(inputs), numel)
                 column = _Column(readers, key, rows)
                 try:

@@ -12,19 +12,21 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import atomic_write
+from clipmerge.weights.streaming import Layout, TensorSpec, assert_finite, write_order, write_streaming
 
 # The header ``format`` of a classifier checkpoint (image tower + head, clipmerge.models.classifier).
 CLASSIFIER_FORMAT = "clipmerge-classifier-v1"
 
 
 def save_weights(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata=None) -> None:
-    """Save a flat dict of tensors as safetensors, atomically."""
+    """Save a flat dict of tensors as safetensors, atomically, with the streaming writer: same tensor
+    order as safetensors' ``save_file`` but the header metadata sorted (``save_file`` orders it by hash,
+    i.e. differently in every process), so the same weights always give the same bytes."""
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
+    layout = Layout({k: TensorSpec(v.dtype, tuple(v.shape)) for k, v in flat.items()}, dict(metadata or {}))
+    write_streaming(path, layout, ((k, flat[k]) for k in write_order(layout.specs)))
 
 
 def open_weights(path: str | os.PathLike):
@@ -63,12 +65,6 @@ def load_weights(path: str | os.PathLike, check_finite: bool = True) -> dict[str
                 assert_finite(tensor, key, path)
             tensors[key] = tensor
     return tensors
-
-
-def assert_finite(tensor: torch.Tensor, key: str, path) -> None:
-    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise ClipmergeError(f"{path}: tensor {key!r} has {bad} NaN/inf values")
 
 
 def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path) -> None:

@@ -22,7 +22,6 @@ from safetensors import SafetensorError, safe_open
 
 from clipmerge.errors import ClipmergeError
 from clipmerge.files import atomic_write
-from clipmerge.weights.checkpoint import assert_finite
 
 # safetensors dtype names -> torch dtypes (the ones a CLIP checkpoint can contain).
 DTYPES = {
@@ -175,6 +174,13 @@ class TensorReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def assert_finite(tensor: torch.Tensor, key: str, path) -> None:
+    """Raise naming ``path`` and ``key`` if a floating tensor holds NaN or inf (the exact check)."""
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ClipmergeError(f"{path}: tensor {key!r} has {bad} NaN/inf values")
 
 
 def check_finite(tensor: torch.Tensor, key: str, path) -> None:
