@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.weights.streaming import Layout, TensorSpec, write_order, write_streaming
+from clipmerge.weights.checkpoint import save_weights
 
 log = logging.getLogger(__name__)
 
@@ -180,9 +180,7 @@ def save_cache(
         "chunk_digests": json.dumps([chunk_digest(images[s : s + CHUNK]) for s in range(0, len(images), CHUNK)]),
         "labels_digest": chunk_digest(labels),
     }
-    tensors = {"images": images, "labels": labels}
-    layout = Layout({k: TensorSpec(t.dtype, tuple(t.shape)) for k, t in tensors.items()}, metadata)
-    write_streaming(path, layout, ((k, tensors[k]) for k in write_order(layout.specs)))
+    save_weights({"images": images, "labels": labels}, path, metadata=metadata)
 
 
 def cache_fingerprint(path: str | os.PathLike) -> str | None:
