@@ -20,6 +20,7 @@ SEEDS = config["finetune"]["seeds"]
 MODELS = plan.model_ids(config)
 EVAL_SETS = list(config["eval"]["sets"])
 EVAL_JOBS = config["eval"]["jobs"]
+EVAL_JOB = "{model}" if EVAL_JOBS == "per_model" else "{model}/{eval_set}"  # an evaluation job's name
 EVAL_CACHE = config["eval"]["cache"]
 METHODS = config["merge"]["methods"]
 STOCK_SEEDS = plan.method_seeds(config, "model_stock") if "model_stock" in METHODS else []
@@ -101,6 +102,16 @@ def finetuned(seeds):
     return [layout.model_weights(layout.finetune_id(s)) for s in seeds]
 
 
+def evaluated_sets(wildcards):
+    """The sets one evaluation job covers: every set (eval.jobs per_model) or its own (per_set)."""
+    return EVAL_SETS if EVAL_JOBS == "per_model" else [wildcards.eval_set]
+
+
+def evaluation_outputs():
+    """An evaluation job's result files: one per set it covers."""
+    return [layout.eval_result("{model}", s) for s in EVAL_SETS] if EVAL_JOBS == "per_model" else layout.eval_result()
+
+
 def eval_caches(sets):
     """The preprocessed-image caches an evaluation reads (none with eval.cache off)."""
     return [layout.eval_cache(s, STUDY) for s in sets] if EVAL_CACHE else []
@@ -117,12 +128,16 @@ def eval_benchmarks():
     return [layout.benchmark("evaluate", job) for job in jobs] + caches
 
 
+def evals_of(model):
+    return [layout.eval_result(model, s, STUDY) for s in EVAL_SETS]
+
+
 def model_evals(wildcards):
-    return [layout.eval_result(wildcards.model, s) for s in EVAL_SETS]
+    return evals_of(wildcards.model)
 
 
 def all_evals(wildcards):
-    return [layout.eval_result(m, s) for m in MODELS for s in EVAL_SETS]
+    return [path for m in MODELS for path in evals_of(m)]
 
 
 def all_metas(wildcards):
@@ -159,14 +174,13 @@ def model_diagnostics(wildcards):
 
 def tracking_inputs(model):
     """The files one model's MLflow run is built from."""
-    evals = [layout.eval_result(model, s, STUDY) for s in EVAL_SETS]
-    return [layout.model_meta(model, STUDY), *history_of(model), *diagnostics_of(model), *evals]
+    return [layout.model_meta(model, STUDY), *history_of(model), *diagnostics_of(model), *evals_of(model)]
 
 
 def tracking_runs_json():
     """log-mlflow --runs: every model's run, from the same files as its per-model job would read."""
     runs = [{"meta": layout.model_meta(m, STUDY), "history": next(iter(history_of(m)), None),
-             "diagnostics": diagnostics_of(m), "evals": [layout.eval_result(m, s, STUDY) for s in EVAL_SETS],
+             "diagnostics": diagnostics_of(m), "evals": evals_of(m),
              "config_hash": plan.config_hash(config, m), "out": layout.tracking_run(m, STUDY)} for m in MODELS]
     return json.dumps(runs)
 

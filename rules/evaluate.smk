@@ -30,60 +30,29 @@ if EVAL_CACHE:
             " --classnames {params.classnames} --workers {threads} --out {output} > {log} 2>&1"
 
 
-if EVAL_JOBS == "per_model":
-
-    rule evaluate:
-        input:
-            model=layout.model_weights(),
-            world=world_manifest,
-            caches=lambda wildcards: eval_caches(EVAL_SETS),
-            code=code("evaluate"),
-        output:
-            [layout.eval_result("{model}", s) for s in EVAL_SETS],
-        params:
-            sets=lambda wildcards: eval_set_flags(wildcards.model, EVAL_SETS),
-            classnames=classnames_spec,
-            batch_size=config["eval"]["batch_size"],
-        resources:
-            gpu=1,
-            runtime=60,
-            loader_workers=lambda wildcards, threads: plan.loader_workers(threads),
-        log:
-            layout.log("evaluate", "{model}"),
-        benchmark:
-            layout.benchmark("evaluate", "{model}")
-        conda:
-            "../envs/torch.yaml"
-        shell:
-            "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
-            " --classnames {params.classnames} --batch-size {params.batch_size}"
-            " --workers {resources.loader_workers} > {log} 2>&1"
-
-else:
-
-    rule evaluate:
-        input:
-            model=layout.model_weights(),
-            world=world_manifest,
-            caches=lambda wildcards: eval_caches([wildcards.eval_set]),
-            code=code("evaluate"),
-        output:
-            layout.eval_result(),
-        params:
-            sets=lambda wildcards: eval_set_flags(wildcards.model, [wildcards.eval_set]),
-            classnames=classnames_spec,
-            batch_size=config["eval"]["batch_size"],
-        resources:
-            gpu=1,
-            runtime=60,
-            loader_workers=lambda wildcards, threads: plan.loader_workers(threads),
-        log:
-            layout.log("evaluate", "{model}/{eval_set}"),
-        benchmark:
-            layout.benchmark("evaluate", "{model}/{eval_set}")
-        conda:
-            "../envs/torch.yaml"
-        shell:
-            "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
-            " --classnames {params.classnames} --batch-size {params.batch_size}"
-            " --workers {resources.loader_workers} > {log} 2>&1"
+rule evaluate:
+    input:
+        model=layout.model_weights(),
+        world=world_manifest,
+        caches=lambda wildcards: eval_caches(evaluated_sets(wildcards)),
+        code=code("evaluate"),
+    output:
+        evaluation_outputs(),
+    params:
+        sets=lambda wildcards: eval_set_flags(wildcards.model, evaluated_sets(wildcards)),
+        classnames=classnames_spec,
+        batch_size=config["eval"]["batch_size"],
+    resources:
+        gpu=1,
+        runtime=60,
+        loader_workers=lambda wildcards, threads: plan.loader_workers(threads),
+    log:
+        layout.log("evaluate", EVAL_JOB),
+    benchmark:
+        layout.benchmark("evaluate", EVAL_JOB)
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
+        " --classnames {params.classnames} --batch-size {params.batch_size}"
+        " --workers {resources.loader_workers} > {log} 2>&1"

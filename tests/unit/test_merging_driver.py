@@ -120,12 +120,18 @@ def test_mismatch_names_tensor_and_both_files_and_keeps_old_output(checkpoints, 
     assert out.read_bytes() == b"old result"
 
 
+def poison(checkpoints, index: int, position: tuple[int, int], value: float) -> None:
+    """Rewrite fine-tune ``index`` with ``value`` at ``position`` of its late tensor ``visual.proj``."""
+    _, fts, _, ft_paths = checkpoints
+    poisoned = dict(fts[index])
+    poisoned["visual.proj"] = poisoned["visual.proj"].clone()
+    poisoned["visual.proj"][position] = value
+    save_file(poisoned, ft_paths[index], metadata=METADATA)
+
+
 def test_nan_in_a_late_tensor_aborts_without_touching_output(checkpoints, tmp_path):
     zs, fts, zs_path, ft_paths = checkpoints
-    poisoned = dict(fts[2])
-    poisoned["visual.proj"] = poisoned["visual.proj"].clone()
-    poisoned["visual.proj"][3, 1] = float("nan")
-    save_file(poisoned, ft_paths[2], metadata=METADATA)
+    poison(checkpoints, 2, (3, 1), float("nan"))
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"old result")
     with pytest.raises(ClipmergeError, match=r"ft3/model.safetensors: tensor 'visual.proj' has 1 NaN"):
@@ -137,10 +143,7 @@ def test_nan_in_a_late_tensor_aborts_without_touching_output(checkpoints, tmp_pa
 def test_nan_read_straight_into_model_stocks_buffer_still_names_the_file(checkpoints, tmp_path):
     """Model Stock's inputs are read into its buffer unchecked; a NaN still stops it, naming the file."""
     zs, fts, zs_path, ft_paths = checkpoints
-    poisoned = dict(fts[1])
-    poisoned["visual.proj"] = poisoned["visual.proj"].clone()
-    poisoned["visual.proj"][0, 2] = float("inf")
-    save_file(poisoned, ft_paths[1], metadata=METADATA)
+    poison(checkpoints, 1, (0, 2), float("inf"))
     out = tmp_path / "out.safetensors"
     with pytest.raises(ClipmergeError, match=r"ft2/model.safetensors: tensor 'visual.proj' has .*inf"):
         merge_checkpoints("model_stock", ft_paths, out, anchor=zs_path)
