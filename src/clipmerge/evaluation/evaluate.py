@@ -5,7 +5,7 @@ autocast. On CPU the same code runs in fp32.
 
 With a cache (clipmerge.data.cache) each set is decoded and preprocessed once for every model: the
 exact uint8 pixels the eval transform produces before its Normalize, which is then applied on the
-device. The logits are identical to the decode path's (tests/unit/test_evaluate.py, every adapter).
+device. The logits are identical to the decode path's (tests/unit/test_eval_cache.py, every adapter).
 """
 
 from __future__ import annotations
