@@ -8,7 +8,7 @@ The same paired ratio of the main process's CPU time (``time.process_time``: the
 not the DataLoader worker, whose work is the same in every arm) is printed as a cross-check that is
 much less sensitive to other users' load: a real overhead of the evaluate code shows up in both.
 
-- ``plain`` (the baseline): ``ImageFolder(root, eval_transform(arch))`` + ``DataLoader(batch_size,
+- ``plain`` (the baseline): ``ImageFolder(root, eval_transform(preprocess_cfg(arch)))`` + ``DataLoader(batch_size,
   num_workers)`` + ``model(images)`` under ``torch.inference_mode``, logits concatenated.
 - ``evaluate``: ``clipmerge.evaluation.evaluate.predict_set`` (the decode path) + ``topk_accuracy``:
   ``build_eval_set`` (imagefolder adapter, head class names), ``DataLoader(**loader_kwargs(device,
@@ -127,14 +127,14 @@ def bench_cache(args: argparse.Namespace, workdir: Path) -> dict:
     """Per-model seconds of the decode path vs the cache path, tiny model, ImageNet-sized JPEGs."""
     from clipmerge.evaluation.evaluate import SetSource, build_cache, predict_set
     from clipmerge.models.classifier import new_classifier
-    from clipmerge.models.clip import TINY_ARCH, eval_transform
+    from clipmerge.models.clip import TINY_ARCH, eval_transform, preprocess_cfg
 
     classnames = [f"class{i:04d}" for i in range(10)]
     root = workdir / "cache-images"
     make_images(root, classnames[:8], args.cache_images // 8, (500, 375), "jpg")
     torch.manual_seed(0)
     model = new_classifier(TINY_ARCH, len(classnames)).eval()
-    transform = eval_transform(TINY_ARCH)
+    transform = eval_transform(preprocess_cfg(TINY_ARCH))
     file = workdir / "cache.safetensors"
     began = time.perf_counter()
     build_cache(SetSource("imagefolder", str(root), str(file)), transform, classnames,
@@ -159,7 +159,7 @@ def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size:
                 args: argparse.Namespace, workdir: Path) -> list[dict]:
     from clipmerge.commands.evaluate import run
     from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
-    from clipmerge.models.clip import eval_transform
+    from clipmerge.models.clip import eval_transform, preprocess_cfg
 
     classnames = [f"class{i:04d}" for i in range(num_classes)]
     root = workdir / f"{arch}-images"
@@ -170,7 +170,7 @@ def bench_model(arch: str, num_classes: int, folders: int, per_class: int, size:
     torch.manual_seed(0)
     save_classifier(new_classifier(arch, num_classes), checkpoint, arch)
     model = load_classifier(checkpoint).eval()
-    transform = eval_transform(arch)
+    transform = eval_transform(preprocess_cfg(arch))
     cli_args = Namespace(model=str(checkpoint), model_id=arch,
                          sets=[["bench", "imagefolder", str(root), str(workdir / f"{arch}.json")]], cache=[],
                          classnames=str(classnames_file), batch_size=args.batch_size, workers=args.workers,

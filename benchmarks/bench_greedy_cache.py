@@ -56,12 +56,12 @@ def heldout_sources(name: str, root: Path, per_class: int, arch: str, args: argp
 
     from clipmerge.data.cache import load_or_build
     from clipmerge.data.splits import choose_heldout, heldout_set, image_folder, relative_paths, write_split
-    from clipmerge.models.clip import eval_transform
+    from clipmerge.models.clip import eval_transform, preprocess_cfg
     from clipmerge.models.device import loader_kwargs
 
     split = workdir / f"{name}-heldout.txt"
     write_split(choose_heldout(image_folder(root), per_class, seed=0), split)
-    transform = eval_transform(arch)
+    transform = eval_transform(preprocess_cfg(arch))
     device = torch.device("cpu")
 
     def make_cache(path):

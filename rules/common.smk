@@ -3,6 +3,7 @@
 # in clipmerge.workflow.code_inputs; this file only wires them into Snakemake.
 import json
 import os
+import shlex
 
 from snakemake.utils import validate
 
@@ -17,15 +18,19 @@ plan.check_roots(config)
 
 STUDY = config["study"]
 SEEDS = config["finetune"]["seeds"]
+IMPORTS = plan.import_names(config)
+IMPORT_HPARAMS = plan.import_hparams(config)
+FINETUNED = plan.finetuned_ids(config)  # own fine-tunes, then imported ones: what the merges draw from
 MODELS = plan.model_ids(config)
 EVAL_SETS = list(config["eval"]["sets"])
 EVAL_JOBS = config["eval"]["jobs"]
 EVAL_JOB = "{model}" if EVAL_JOBS == "per_model" else "{model}/{eval_set}"  # an evaluation job's name
 EVAL_CACHE = config["eval"]["cache"]
 METHODS = config["merge"]["methods"]
-STOCK_SEEDS = plan.method_seeds(config, "model_stock") if "model_stock" in METHODS else []
+SOUP_INPUTS = FINETUNED if {"uniform_soup", "greedy_soup"} & set(METHODS) else []
+STOCK_INPUTS = plan.merge_inputs(config, "model_stock") if "model_stock" in METHODS else []
 PERIODIC_SEEDS = plan.method_seeds(config, "model_stock_periodic") if "model_stock_periodic" in METHODS else []
-WISE_FT = plan.wise_ft_cfg(config)
+WISE_FT = plan.wise_ft_cfg(config) if FINETUNED else {}
 PLOTS = plan.plot_names(config)
 WORLD = plan.uses_world(config)
 MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow_db(STUDY)}"
@@ -34,6 +39,7 @@ MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow
 wildcard_constraints:
     study=STUDY,
     seed=r"\d+",
+    name="|".join(IMPORTS) or "(?!)",
     model="|".join(MODELS),
     eval_set="|".join(EVAL_SETS),
     alpha=r"[0-9.]+",
@@ -98,8 +104,29 @@ def model_metas(models):
     return [layout.model_meta(m) for m in models]
 
 
-def finetuned(seeds):
-    return [layout.model_weights(layout.finetune_id(s)) for s in seeds]
+def weights_of(models):
+    return [layout.model_weights(m) for m in models]
+
+
+def import_source(wildcards):
+    return plan.import_source(config, wildcards.name)
+
+
+def import_hparams_flag(wildcards):
+    """The model's hparam_info.json entry, a param: editing one entry re-converts that model only."""
+    return shlex.quote(json.dumps(IMPORT_HPARAMS.get(wildcards.name, {}), sort_keys=True))
+
+
+def heldout_inputs(wildcards):
+    """The held-out mask, when the split comes from one (train.heldout_mask)."""
+    return [config["train"]["heldout_mask"]] if "heldout_mask" in config["train"] else []
+
+
+def heldout_flags():
+    train = config["train"]
+    if "heldout_mask" in train:
+        return f"--mask {train['heldout_mask']}"
+    return f"--per-class {train['heldout_per_class']} --seed {train['heldout_seed']}"
 
 
 def evaluated_sets(wildcards):

@@ -23,13 +23,13 @@ rule make_world:
 rule split_heldout:
     input:
         world=world_manifest,
+        mask=heldout_inputs,
         code=code("split-heldout"),
     output:
         layout.heldout_split(),
     params:
         root=train_root,
-        per_class=config["train"]["heldout_per_class"],
-        seed=config["train"]["heldout_seed"],
+        how=heldout_flags(),
     log:
         layout.log("split_heldout"),
     benchmark:
@@ -37,5 +37,4 @@ rule split_heldout:
     conda:
         "../envs/torch.yaml"
     shell:
-        "clipmerge split-heldout --train-root {params.root} --per-class {params.per_class}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        "clipmerge split-heldout --train-root {params.root} {params.how} --out {output} > {log} 2>&1"

@@ -8,12 +8,13 @@ if EVAL_CACHE:
 
     rule cache_eval_set:
         input:
+            # Its header records the preprocess config (the transform that is cached).
+            pretrained=layout.pretrained_weights(),
             world=world_manifest,
             code=code("cache-eval-set"),
         output:
             layout.eval_cache(),
         params:
-            arch=config["model"]["arch"],
             adapter=eval_adapter,
             root=eval_root,
             classnames=classnames_spec,
@@ -26,7 +27,7 @@ if EVAL_CACHE:
         conda:
             "../envs/torch.yaml"
         shell:
-            "clipmerge cache-eval-set --arch {params.arch} --adapter {params.adapter} --root {params.root}"
+            "clipmerge cache-eval-set --weights {input.pretrained} --adapter {params.adapter} --root {params.root}"
             " --classnames {params.classnames} --workers {threads} --out {output} > {log} 2>&1"
 
 
@@ -42,6 +43,7 @@ rule evaluate:
         sets=lambda wildcards: eval_set_flags(wildcards.model, evaluated_sets(wildcards)),
         classnames=classnames_spec,
         batch_size=config["eval"]["batch_size"],
+        precision=config["eval"]["precision"],
     resources:
         gpu=1,
         runtime=60,
@@ -54,5 +56,5 @@ rule evaluate:
         "../envs/torch.yaml"
     shell:
         "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
-        " --classnames {params.classnames} --batch-size {params.batch_size}"
+        " --classnames {params.classnames} --batch-size {params.batch_size} --precision {params.precision}"
         " --workers {resources.loader_workers} > {log} 2>&1"

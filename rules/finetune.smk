@@ -1,3 +1,5 @@
+# Fine-tunes: trained here (one job per seed) or made elsewhere and imported (one conversion per file).
+#
 # End-to-end fine-tuning, one job per seed. Params exclude the seed list, so adding a seed trains
 # only the new seed; any other fine-tuning key retrains every seed and what depends on them, except
 # checkpoint_every, which is a resource (how often the resumable state is saved changes no result).
@@ -35,3 +37,34 @@ rule finetune:
         "exec clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seed {wildcards.seed} {params.flags} --checkpoint-every {resources.checkpoint_every}"
         " --workers {threads} --out {output.weights} --history {output.history} > {log} 2>&1"
+
+
+if IMPORTS:
+
+    # Each external file is converted once into a classifier checkpoint with the study's architecture
+    # and header (the zero-shot model is the template; a file without a head gets its head). A changed
+    # file or hparams entry re-converts that model only, and what depends on it.
+    rule import_model:
+        input:
+            source=import_source,
+            template=layout.model_weights(layout.ZEROSHOT),
+            template_meta=layout.model_meta(layout.ZEROSHOT),
+            code=code("import-model"),
+        output:
+            weights=layout.model_weights(layout.imported_id("{name}")),
+            meta=layout.model_meta(layout.imported_id("{name}")),
+        params:
+            hparams=import_hparams_flag,
+            require_head="--require-head" if config["imports"].get("require_head") else "",
+        resources:
+            mem_mb=4000,
+        log:
+            layout.log("import_model", "{name}"),
+        benchmark:
+            layout.model_benchmark(layout.imported_id("{name}"))
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            "clipmerge import-model --source {input.source} --template {input.template}"
+            " --model-id imported_{wildcards.name} --hparams-json {params.hparams} {params.require_head}"
+            " --out {output.weights} > {log} 2>&1"

@@ -1,13 +1,13 @@
-# Merges of finished fine-tunes (streamed tensor by tensor), greedy soup on the held-out split, and
-# Model Stock during training (its own fine-tuning run). A streamed merge's code inputs are the merge
+# Merges of finished fine-tunes, the workflow's own and imported ones alike (streamed tensor by tensor),
+# greedy soup on the held-out split, and Model Stock during training (its own fine-tuning run). A streamed merge's code inputs are the merge
 # command's and its own method's module, so editing one method reruns only its merge.
 
 
 rule merge_model_stock:
     input:
         anchor=layout.model_weights(layout.ZEROSHOT),
-        finetuned=finetuned(STOCK_SEEDS),
-        metas=model_metas([layout.ZEROSHOT, *map(layout.finetune_id, STOCK_SEEDS)]),
+        finetuned=weights_of(STOCK_INPUTS),
+        metas=model_metas([layout.ZEROSHOT, *STOCK_INPUTS]),
         code=merge_code("model_stock"),
     output:
         weights=layout.model_weights("model_stock"),
@@ -28,8 +28,8 @@ rule merge_model_stock:
 
 rule merge_uniform_soup:
     input:
-        finetuned=finetuned(SEEDS),
-        metas=model_metas(map(layout.finetune_id, SEEDS)),
+        finetuned=weights_of(SOUP_INPUTS),
+        metas=model_metas(SOUP_INPUTS),
         code=merge_code("uniform_soup"),
     output:
         weights=layout.model_weights("uniform_soup"),
@@ -50,8 +50,8 @@ rule merge_uniform_soup:
 rule merge_wise_ft:
     input:
         zeroshot=layout.model_weights(layout.ZEROSHOT),
-        finetuned=finetuned([WISE_FT["seed"]]),
-        metas=model_metas([layout.ZEROSHOT, layout.finetune_id(WISE_FT["seed"])]),
+        finetuned=weights_of([WISE_FT["model"]]),
+        metas=model_metas([layout.ZEROSHOT, WISE_FT["model"]]),
         code=merge_code("wise_ft"),
     output:
         weights=layout.model_weights("wise_ft_a{alpha}"),
@@ -72,8 +72,8 @@ rule merge_wise_ft:
 
 rule greedy_soup:
     input:
-        finetuned=finetuned(SEEDS),
-        metas=model_metas(map(layout.finetune_id, SEEDS)),
+        finetuned=weights_of(SOUP_INPUTS),
+        metas=model_metas(SOUP_INPUTS),
         heldout=layout.heldout_split(),
         world=world_manifest,
         code=code("greedy-soup"),
@@ -84,6 +84,7 @@ rule greedy_soup:
     params:
         root=train_root,
         accept=config["merge"].get("greedy_soup", {}).get("accept", "strict"),
+        precision=config["eval"]["precision"],
         # The decoded held-out cache (3.9 GB at paper scale) outlives the job: a rerun after adding
         # a seed reuses it. It is rebuilt when the held-out files or the transform change.
         cache=layout.heldout_cache(),
@@ -99,7 +100,7 @@ rule greedy_soup:
         "../envs/torch.yaml"
     shell:
         "clipmerge greedy-soup --inputs {input.finetuned} --train-root {params.root}"
-        " --heldout {input.heldout} --accept {params.accept} --workers {threads}"
+        " --heldout {input.heldout} --accept {params.accept} --precision {params.precision} --workers {threads}"
         " --cache {params.cache} --out {output.weights} > {log} 2>&1"
 
 

@@ -19,6 +19,7 @@ COMMANDS = {
     "pretrain": "pre-train a tiny CLIP contrastively on the demo world",
     "fetch-pretrained": "save an open_clip tag or local checkpoint as safetensors",
     "zeroshot": "build the zero-shot classifier from a pre-trained CLIP",
+    "import-model": "convert a fine-tune made elsewhere (model-soups, wise-ft, open_clip) into a classifier",
     "split-heldout": "write the held-out file list of a training set",
     "finetune": "fine-tune a classifier with one seed (resumable)",
     "periodic": "fine-tune seeds in lockstep, merging with Model Stock periodically",

@@ -7,7 +7,8 @@ Path functions take their parts as arguments whose defaults are Snakemake wildca
 as a rule's output pattern, an input of another rule and a concrete path in a command or test.
 
 Model ids are flat snake_case, the same as directory name, MLflow run name and table row:
-``zeroshot``, ``finetune_seed<k>``, one id per merge method (its name), and ``wise_ft_a<alpha>``.
+``zeroshot``, ``finetune_seed<k>``, ``imported_<name>`` (a fine-tune made elsewhere, config
+``imports``), one id per merge method (its name), and ``wise_ft_a<alpha>``.
 """
 
 from __future__ import annotations
@@ -30,20 +31,30 @@ logger = logging.getLogger(__name__)
 PRETRAINED = "pretrained"  # the pre-trained CLIP (both towers): not a classifier, never a table row
 ZEROSHOT = "zeroshot"
 FINETUNE = "finetune"
+IMPORTED = "imported"  # a fine-tune made elsewhere, converted by rule import_model
 WISE_FT = "wise_ft"
 # The merge methods, in table order: the config schema's enum, the merge registry (plus the training
 # procedure model_stock_periodic) and the rules use exactly these names. A method's model id is its
 # name, except WiSE-FT, which makes one model per alpha.
 METHOD_NAMES = ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", WISE_FT]
 # Table/plot row order of the model kinds.
-KIND_ORDER = (ZEROSHOT, FINETUNE, *METHOD_NAMES, PRETRAINED)
+KIND_ORDER = (ZEROSHOT, FINETUNE, IMPORTED, *METHOD_NAMES, PRETRAINED)
 
 _FINETUNE_RE = re.compile(r"finetune_seed(\d+)")
+IMPORT_NAME = r"[a-z0-9][a-z0-9_]*"  # an imported model's name (config imports.names)
+_IMPORTED_RE = re.compile(rf"{IMPORTED}_({IMPORT_NAME})")
 _WISE_RE = re.compile(r"wise_ft_a(.+)")
 
 
 def finetune_id(seed: int) -> str:
     return f"finetune_seed{int(seed)}"
+
+
+def imported_id(name: str) -> str:
+    """``model_43`` -> ``imported_model_43``; the name must be snake_case (a wildcard may pass ``{name}``)."""
+    if not (name == "{name}" or re.fullmatch(IMPORT_NAME, name)):
+        raise ClipmergeError(f"imported model name {name!r} must match {IMPORT_NAME}")
+    return f"{IMPORTED}_{name}"
 
 
 def wise_ft_id(alpha: float) -> str:
@@ -53,12 +64,14 @@ def wise_ft_id(alpha: float) -> str:
 
 @dataclass(frozen=True)
 class ModelId:
-    """A parsed model id: its kind (zeroshot, finetune or a method name) and its seed or alpha."""
+    """A parsed model id: its kind (zeroshot, finetune, imported or a method name) and its seed, alpha
+    or imported name."""
 
     model: str
     kind: str
     seed: int | None = None
     alpha: float | None = None
+    name: str | None = None
 
 
 def parse_model_id(model: str) -> ModelId:
@@ -67,6 +80,8 @@ def parse_model_id(model: str) -> ModelId:
         return ModelId(model, model)
     if m := _FINETUNE_RE.fullmatch(model):
         return ModelId(model, FINETUNE, seed=int(m.group(1)))
+    if m := _IMPORTED_RE.fullmatch(model):
+        return ModelId(model, IMPORTED, name=m.group(1))
     if m := _WISE_RE.fullmatch(model):
         try:
             return ModelId(model, WISE_FT, alpha=float(m.group(1)))
@@ -74,7 +89,7 @@ def parse_model_id(model: str) -> ModelId:
             raise ClipmergeError(f"model id {model!r}: cannot read alpha from {m.group(1)!r}") from e
     if model in METHOD_NAMES:
         return ModelId(model, model)
-    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, wise_ft_a<alpha>, "
+    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, imported_<name>, wise_ft_a<alpha>, "
                          f"{', '.join(m for m in METHOD_NAMES if m != WISE_FT)}")
 
 
@@ -89,7 +104,12 @@ def model_sort_key(model: str) -> tuple:
         parsed = parse_model_id(model)
     except ClipmergeError:
         return (len(KIND_ORDER), 0, model)
-    return (KIND_ORDER.index(parsed.kind), parsed.seed or parsed.alpha or 0, model)
+    return (KIND_ORDER.index(parsed.kind), parsed.seed or parsed.alpha or 0, _natural(model))
+
+
+def _natural(model: str) -> tuple:
+    """``imported_model_9`` before ``imported_model_10``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", model))
 
 
 # ---------------------------------------------------------------------------------------------

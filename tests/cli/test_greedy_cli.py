@@ -13,7 +13,7 @@ from clipmerge.data.splits import heldout_set, image_folder
 from clipmerge.evaluation.predict import predict, topk_accuracy
 from clipmerge.files import write_json
 from clipmerge.models.classifier import load_classifier, new_classifier, save_classifier
-from clipmerge.models.clip import TINY_ARCH, eval_transform
+from clipmerge.models.clip import TINY_ARCH, eval_transform, preprocess_cfg
 from clipmerge.weights.checkpoint import header_metadata, load_weights
 from fixtures import imagenet_layouts as layouts
 
@@ -65,7 +65,7 @@ def prototype_classifier(train_root):
     """A tiny classifier whose head holds the mean feature of each class: it scores 100% on the fixture."""
     torch.manual_seed(0)
     model = new_classifier(TINY_ARCH, len(WNIDS))
-    images, labels = next(iter(DataLoader(image_folder(train_root, eval_transform(TINY_ARCH)), batch_size=1000)))
+    images, labels = next(iter(DataLoader(image_folder(train_root, eval_transform(preprocess_cfg(TINY_ARCH))), batch_size=1000)))
     features = model.features(images)
     prototypes = torch.stack([features[labels == c].mean(0) for c in range(len(WNIDS))])
     model.head.weight.copy_(20 * torch.nn.functional.normalize(prototypes, dim=-1))
@@ -137,7 +137,7 @@ def test_meta_json_follows_the_contract(soup, ingredients):
     assert meta["model"] == "greedy_soup" and meta["method"] == "greedy_soup"
     assert meta["arch"] == TINY_ARCH and meta["pretrained"] == "random" and meta["seed"] is None
     assert meta["ingredients"] == report["ingredients"]
-    assert meta["hparams"] == {"accept": "strict", "heldout_size": len(WNIDS) * HELDOUT_PER_CLASS}
+    assert meta["hparams"] == {"accept": "strict", "heldout_size": len(WNIDS) * HELDOUT_PER_CLASS, "precision": "fp32"}
     assert set(meta) == {"model", "method", "arch", "pretrained", "seed", "ingredients", "hparams", "git_sha"}
 
 
@@ -152,7 +152,7 @@ def test_soup_is_the_uniform_average_of_its_ingredients(soup, ingredients):
 
 
 def test_soup_accuracy_on_decoded_images_matches_the_cached_evaluation(soup, train_root, heldout):
-    dataset = heldout_set(train_root, heldout, eval_transform(TINY_ARCH))
+    dataset = heldout_set(train_root, heldout, eval_transform(preprocess_cfg(TINY_ARCH)))
     logits, labels = predict(load_classifier(soup), DataLoader(dataset, batch_size=5), torch.device("cpu"))
     top1 = topk_accuracy(logits, labels, ks=(1,))[1]
     assert top1 == pytest.approx(read(soup.with_name("greedy.json"))["best_accuracy"])

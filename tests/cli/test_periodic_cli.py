@@ -11,7 +11,7 @@ from clipmerge.files import read_json
 from clipmerge.layout import read_meta
 from clipmerge.merging.model_stock import model_stock
 from clipmerge.models.classifier import load_classifier
-from clipmerge.models.clip import TINY_ARCH
+from clipmerge.models.clip import TINY_ARCH, preprocess_cfg
 from clipmerge.training.periodic import PeriodicTrainer
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.trainer import SeedRun, TrainData, make_deterministic
@@ -29,7 +29,7 @@ def task(tmp_path_factory):
 
 
 def make_periodic(task, state_dir, seeds=(0, 1), period=3, anchor_mode="pretrained", reset=False):
-    data = TrainData.load(task["train"], task["heldout"], TINY_ARCH, RECIPE)
+    data = TrainData.load(task["train"], task["heldout"], preprocess_cfg(TINY_ARCH), RECIPE)
     runs = [SeedRun(f"seed{s}", s, load_classifier(task["init"]), data, CPU, workers=0) for s in seeds]
     fingerprint = {"recipe": RECIPE.to_json(), "seeds": list(seeds), "period": period, "anchor": anchor_mode}
     return PeriodicTrainer(runs, state_dir, 2, fingerprint, anchor=load_weights(task["init"]), period=period,

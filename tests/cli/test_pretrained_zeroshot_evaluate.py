@@ -60,7 +60,7 @@ def test_a_cached_set_gives_the_same_result_file(tmp_path, zeroshot_model, image
     decoded, cached = tmp_path / "decoded.json", tmp_path / "cached.json"
     cache = tmp_path / "cache" / "test.safetensors"
     assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, decoded) == 0
-    assert main(["cache-eval-set", "--arch", "clipmerge-tiny", "--adapter", "imagefolder", "--root",
+    assert main(["cache-eval-set", "--weights", str(zeroshot_model), "--adapter", "imagefolder", "--root",
                  str(image_folder), "--classnames", str(tmp_path / "classes.txt"), "--workers", "0",
                  "--out", str(cache)]) == 0
     built = cache.stat().st_mtime_ns

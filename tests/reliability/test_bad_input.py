@@ -29,7 +29,7 @@ from clipmerge.cli import main
 from clipmerge.files import write_json
 from clipmerge.models.classifier import new_classifier, save_classifier
 from clipmerge.models.clip import TINY_ARCH
-from clipmerge.weights.checkpoint import load_weights
+from clipmerge.weights.checkpoint import header_metadata, load_weights
 
 CLASSES = ["cat", "dog", "fox"]
 NAN_KEY = "visual.transformer.resblocks.2.mlp.c_fc.weight"
@@ -112,7 +112,7 @@ def study(tmp_path_factory):
     poisoned[NAN_KEY][1, 2] = float("nan")
     (bad / "nan").mkdir()
     save_file(poisoned, bad / "nan" / "model.safetensors",
-              metadata={"format": "clipmerge-classifier-v1", "arch": TINY_ARCH, "num_classes": "3"})
+              metadata=header_metadata(models / "finetune_seed1" / "model.safetensors"))
     (bad / "nan" / "meta.json").write_text('{"model": "x", "pretrained": "demo"}')
     # A real second architecture (half the width), and its weights under a header that claims clipmerge-tiny.
     config = copy.deepcopy(open_clip.get_model_config(TINY_ARCH))
@@ -254,7 +254,7 @@ def one_seed_periodic(c):
 
 
 BAD_CONFIGS = {
-    "soups-with-one-seed": (one_seed_soups, "merge.methods: uniform_soup/greedy_soup need at least 2 finetune.seeds"),
+    "soups-with-one-seed": (one_seed_soups, "merge.methods: uniform_soup needs at least 2 fine-tunes (finetune.seeds + imports)"),
     "periodic-with-one-seed": (one_seed_periodic, "merge.model_stock_periodic: needs at least 2 fine-tuned seeds"),
     "model-stock-one-seed": (lambda c: c["merge"]["model_stock"].update(seeds=[0]), "[0] is too short"),
     "unknown-method": (lambda c: c["merge"]["methods"].append("ties"), "'ties' is not one of"),

@@ -8,7 +8,7 @@ from torchvision import transforms as T
 from clipmerge.data import cache
 from clipmerge.data.splits import image_folder, relative_paths
 from clipmerge.errors import ClipmergeError
-from clipmerge.models.clip import eval_transform
+from clipmerge.models.clip import eval_transform, preprocess_cfg
 from fixtures import imagenet_layouts as layouts
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -21,7 +21,7 @@ def train_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def transform():
-    return eval_transform("clipmerge-tiny")  # resize 32 (bicubic) + centre crop + CLIP mean/std
+    return eval_transform(preprocess_cfg("clipmerge-tiny"))  # resize 32 (bicubic) + centre crop + CLIP mean/std
 
 
 def build(path, root, transform, make=None):
@@ -41,7 +41,7 @@ def test_split_normalize_keeps_everything_before_normalize(transform):
     pre, normalize = cache.split_normalize(transform)
     assert isinstance(normalize, T.Normalize) and normalize is transform.transforms[-1]
     assert [type(t) for t in pre.transforms[:-1]] == [type(t) for t in transform.transforms[:-1]]
-    assert repr(pre) == repr(cache.split_normalize(eval_transform("clipmerge-tiny"))[0])  # stable fingerprint
+    assert repr(pre) == repr(cache.split_normalize(eval_transform(preprocess_cfg("clipmerge-tiny")))[0])  # stable fingerprint
 
 
 def test_split_normalize_needs_a_final_normalize():

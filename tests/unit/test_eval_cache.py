@@ -13,7 +13,7 @@ from clipmerge.data.eval_sets import ADAPTERS
 from clipmerge.evaluation.evaluate import SetSource, build_cache, predict_set
 from clipmerge.evaluation.predict import topk_accuracy
 from clipmerge.models.classifier import new_classifier
-from clipmerge.models.clip import TINY_ARCH, eval_transform
+from clipmerge.models.clip import TINY_ARCH, eval_transform, preprocess_cfg
 from fixtures import imagenet_layouts as layouts
 
 CPU = torch.device("cpu")
@@ -46,7 +46,7 @@ def predictions(model, transform, adapter, root, cache_file=None, batch_size=64)
 
 @pytest.mark.parametrize("adapter", sorted(ADAPTERS))
 def test_cached_logits_are_identical_to_decoded_logits(adapter, roots, classifier, tmp_path):
-    transform = eval_transform(TINY_ARCH)
+    transform = eval_transform(preprocess_cfg(TINY_ARCH))
     decoded = predictions(classifier, transform, adapter, roots[adapter])
     file = tmp_path / f"{adapter}.safetensors"
     assert build_cache(SetSource(adapter, str(roots[adapter]), str(file)), transform, names_for(adapter),
@@ -65,7 +65,7 @@ def test_objectnet_cache_holds_the_pixels_after_the_border_crop(roots, tmp_path)
 
 def test_batches_spanning_chunks_and_a_short_last_batch(roots, classifier, tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "CHUNK", 5)  # 12 images: chunks of 5, 5, 2; batches of 3 cross them
-    transform = eval_transform(TINY_ARCH)
+    transform = eval_transform(preprocess_cfg(TINY_ARCH))
     decoded = predictions(classifier, transform, "imagefolder", roots["imagefolder"], batch_size=3)
     cached = predictions(classifier, transform, "imagefolder", roots["imagefolder"], tmp_path / "c.safetensors", 3)
     assert torch.equal(cached[0], decoded[0])

@@ -5,6 +5,7 @@ import math
 import torch
 
 from clipmerge.evaluation.predict import predict, topk_accuracy
+from clipmerge.models.classifier import new_classifier
 
 
 def test_topk_counts_hits():
@@ -21,8 +22,8 @@ def test_empty_set_is_nan():
 
 
 def test_predict_applies_the_projection():
-    model = torch.nn.Linear(4, 6)
-    batches = [(torch.randn(3, 4), torch.tensor([0, 1, 2]))]
+    model = new_classifier("clipmerge-tiny", 6)
+    batches = [(torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]))]
     logits, labels = predict(model, batches, torch.device("cpu"), project=lambda x: x[:, [5, 0]])
     with torch.no_grad():
         expected = model(batches[0][0])[:, [5, 0]]

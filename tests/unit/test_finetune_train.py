@@ -10,7 +10,7 @@ import torch
 
 from clipmerge.errors import ClipmergeError
 from clipmerge.models.classifier import load_classifier
-from clipmerge.models.clip import TINY_ARCH
+from clipmerge.models.clip import TINY_ARCH, preprocess_cfg
 from clipmerge.training import resume
 from clipmerge.training.augment import SeededAugmentation
 from clipmerge.training.recipe import Recipe
@@ -30,7 +30,7 @@ def task(tmp_path_factory) -> dict:
 
 def make_trainer(task, state_dir, seed=0, checkpoint_every=0, **recipe) -> tuple[Trainer, SeedRun]:
     recipe = Recipe(**{**FAST, **recipe})
-    data = TrainData.load(task["train"], task["heldout"], TINY_ARCH, recipe)
+    data = TrainData.load(task["train"], task["heldout"], preprocess_cfg(TINY_ARCH), recipe)
     run = SeedRun(f"seed{seed}", seed, load_classifier(task["init"]), data, CPU, workers=0)
     fingerprint = {"recipe": recipe.to_json(), "seed": seed}
     return Trainer([run], state_dir, checkpoint_every, fingerprint), run
@@ -49,7 +49,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 def test_augmentation_depends_on_seed_epoch_and_index_only(task):
-    data = TrainData.load(task["train"], task["heldout"], TINY_ARCH, Recipe(**FAST, randaugment_ops=2))
+    data = TrainData.load(task["train"], task["heldout"], preprocess_cfg(TINY_ARCH), Recipe(**FAST, randaugment_ops=2))
     view = SeededAugmentation(data.dataset, data.transform, seed=0)
     first = view[(0, 5)][0]
     torch.manual_seed(123)  # the global RNG state must not matter ...

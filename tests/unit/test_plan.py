@@ -42,12 +42,13 @@ def test_adding_a_seed_leaves_finetune_flags_unchanged(config):
     assert plan.cli_flags(config["finetune"], exclude={"seeds"}) == before
 
 
-def test_model_stock_defaults_to_first_two_seeds(config):
+def test_model_stock_defaults_to_first_two_finetunes(config):
     del config["merge"]["model_stock"]
-    assert plan.method_seeds(config, "model_stock") == [0, 1]
+    assert plan.merge_inputs(config, "model_stock") == ["finetune_seed0", "finetune_seed1"]
 
 
-@pytest.mark.parametrize("seeds,message", [([0], "at least 2"), ([0, 9], r"\[9\] are not in finetune.seeds")])
+@pytest.mark.parametrize("seeds,message", [([0], "at least 2"),
+                                           ([0, 9], r"\['finetune_seed9'\] are not fine-tunes of this study")])
 def test_unusable_seed_lists_are_rejected(config, seeds, message):
     config["merge"]["model_stock"]["seeds"] = seeds
     with pytest.raises(ClipmergeError, match=message):
@@ -56,7 +57,7 @@ def test_unusable_seed_lists_are_rejected(config, seeds, message):
 
 def test_soups_need_two_finetunes(config):
     config["finetune"]["seeds"] = [0]
-    with pytest.raises(ClipmergeError, match="uniform_soup/greedy_soup need at least 2"):
+    with pytest.raises(ClipmergeError, match="uniform_soup needs at least 2 fine-tunes"):
         plan.check_methods(config)
 
 

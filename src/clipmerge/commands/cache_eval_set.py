@@ -7,13 +7,15 @@ import logging
 
 from clipmerge.data.classnames import load_classnames
 from clipmerge.evaluation.evaluate import SetSource, build_cache
-from clipmerge.models.clip import eval_transform
+from clipmerge.models.clip import checkpoint_preprocess, eval_transform
 
 log = logging.getLogger(__name__)
 
 
 def configure(parser) -> None:
-    parser.add_argument("--arch", required=True, help="open_clip architecture whose eval transform is cached")
+    parser.add_argument("--weights", required=True,
+                        help="a checkpoint of the study (the pre-trained CLIP): its recorded preprocess config "
+                             "gives the eval transform that is cached")
     parser.add_argument("--adapter", required=True, help="dataset adapter (see clipmerge.data.eval_sets)")
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--classnames", help="head class names: 'imagenet', world.json or a text file")
@@ -24,6 +26,6 @@ def configure(parser) -> None:
 
 def run(args) -> None:
     classnames = load_classnames(args.classnames) if args.classnames else None
-    n = build_cache(SetSource(args.adapter, args.root, args.out), eval_transform(args.arch), classnames,
+    n = build_cache(SetSource(args.adapter, args.root, args.out), eval_transform(checkpoint_preprocess(args.weights)), classnames,
                     batch_size=args.batch_size, workers=args.workers)
     log.info("%s: %d images cached in %s", args.root, n, args.out)

@@ -13,7 +13,7 @@ from clipmerge.errors import ClipmergeError
 from clipmerge.evaluation.evaluate import SetSource, evaluate_model
 from clipmerge.evaluation.records import write_eval
 from clipmerge.models.classifier import load_classifier
-from clipmerge.models.device import pick_device
+from clipmerge.models.device import EVAL_PRECISIONS, pick_device
 from clipmerge.weights.checkpoint import classifier_arch
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ def configure(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="fp32",
+                        help="the image tower's precision (the head is always fp32)")
 
 
 def run(args) -> None:
@@ -49,6 +51,6 @@ def run(args) -> None:
     for name, adapter, root, out in args.sets:
         accuracy, n = evaluate_model(model, arch, SetSource(adapter, root, caches.get(name)), classnames,
                                      batch_size=args.batch_size, workers=args.workers, device=device,
-                                     desc=f"{args.model_id}/{name}")
+                                     desc=f"{args.model_id}/{name}", precision=args.precision)
         write_eval(out, args.model_id, name, adapter, accuracy, n)
         log.info("%s on %s: top1 %.2f top5 %.2f (n=%d)", args.model_id, name, accuracy[1], accuracy[5], n)

@@ -2,14 +2,17 @@
 safetensors the workflow can cache.
 
 This is the only step that may download (open_clip's own cache); it runs as a local rule so compute
-nodes without network never need it.
+nodes without network never need it. For a tag, the recorded architecture is the one whose activation
+matches the tag's (``ViT-B-32`` + ``openai`` -> ``ViT-B-32-quickgelu``) and the header records the
+tag's preprocessing (clipmerge.models.clip), so every later stage rebuilds the network the weights
+were trained as.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from clipmerge.models.clip import create_clip, save_clip
+from clipmerge.models.clip import create_clip, faithful_arch, save_clip
 
 
 def configure(parser) -> None:
@@ -19,7 +22,9 @@ def configure(parser) -> None:
 
 
 def run(args) -> None:
-    model = create_clip(args.arch, args.pretrained)
-    source = str(Path(args.pretrained).resolve()) if Path(args.pretrained).exists() else args.pretrained
-    save_clip(model, args.out, args.arch, source)
-    print(f"saved {args.arch} ({source}) -> {args.out}")
+    local = Path(args.pretrained).exists()
+    arch = args.arch if local else faithful_arch(args.arch, args.pretrained)
+    model = create_clip(arch, args.pretrained)
+    source = str(Path(args.pretrained).resolve()) if local else args.pretrained
+    save_clip(model, args.out, arch, source)
+    print(f"saved {arch} ({source}) -> {args.out}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from clipmerge.merging.greedy_heldout import ACCEPT, make_greedy_soup
-from clipmerge.models.device import pick_device
+from clipmerge.models.device import EVAL_PRECISIONS, pick_device
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="preprocessed held-out images (safetensors); reused if it matches, else (re)built there. "
         "Default: build in memory",
     )
+    parser.add_argument("--precision", choices=EVAL_PRECISIONS, default="fp32",
+                        help="the image tower's precision on the held-out images (the head is always fp32)")
     parser.add_argument("--model-id", default="greedy_soup", help="model id recorded in meta.json")
     parser.add_argument("--out", required=True, help="e.g. results/<study>/models/greedy_soup/model.safetensors")
 
@@ -33,5 +35,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     make_greedy_soup(args.inputs, args.out, model_id=args.model_id, train_root=args.train_root,
                      heldout=args.heldout, accept=args.accept, batch_size=args.batch_size,
-                     device=pick_device(args.device), workers=args.workers, cache=args.cache)
+                     device=pick_device(args.device), workers=args.workers, cache=args.cache,
+                     precision=args.precision)
     return 0

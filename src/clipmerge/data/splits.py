@@ -1,4 +1,5 @@
-"""The held-out split: a fixed, seeded per-class sample of the training set (ImageNet2p in model-soups).
+"""The held-out split: a fixed, seeded per-class sample of the training set, or model-soups' own
+ImageNet2p mask (:func:`heldout_from_mask`).
 
 Fine-tuning trains on the training folder *minus* these files; only greedy soup reads them. The split
 is a file of paths relative to the training root, one per line, so it is an explicit DAG output.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+
+import numpy as np
 
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
@@ -48,6 +51,42 @@ def choose_heldout(dataset: ImageFolder, per_class: int, seed: int) -> list[str]
             )
         chosen.extend(rng.sample(sorted(files), per_class))
     return sorted(chosen)
+
+
+# model-soups' imagenet_98_idxs.npy: a 0/1 mask over torchvision ImageFolder's order of ImageNet-train,
+# 1 = held out (datasets/imagenet.py: ImageNet2p samples np.where(idxs)[0], ImageNet98p 1 - idxs). Its
+# fine-tunes trained on the zeros, so a held-out split of our own would contain their training images.
+IMAGENET_TRAIN_SIZE = 1_281_167
+# model-soups' sanity check (utils.py): the 1000th held-out sample is this file, on the real data.
+MODEL_SOUPS_SAMPLE = (1000, "n01675722_4108.JPEG")
+
+
+def load_mask(path) -> np.ndarray:
+    """A 0/1 held-out mask from a .npy file, read without unpickling anything."""
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ClipmergeError(f"{path}: not a readable .npy mask ({e})") from e
+    if mask.ndim != 1 or not np.isin(mask, (0, 1)).all():
+        raise ClipmergeError(f"{path}: expected a 1-D array of 0/1 (1 = held out), got shape {mask.shape}")
+    return mask
+
+
+def heldout_from_mask(relative: list[str], mask: np.ndarray, source, *,
+                      full_size: int = IMAGENET_TRAIN_SIZE, sample=MODEL_SOUPS_SAMPLE) -> list[str]:
+    """The files (in the training folder's ImageFolder order) the mask holds out. On the full ImageNet
+    train set (``full_size`` images), model-soups' own check must pass: held-out ``sample[0]`` is
+    ``sample[1]``, or the folder is not the one the mask was made for."""
+    if len(mask) != len(relative):
+        raise ClipmergeError(f"{source}: the mask has {len(mask)} entries, the training folder {len(relative)} "
+                             "images; it is a mask of another training set")
+    chosen = [rel for rel, held in zip(relative, mask, strict=True) if held]
+    index, name = sample
+    if len(relative) == full_size and not (len(chosen) > index and chosen[index].endswith(name)):
+        found = chosen[index] if len(chosen) > index else None
+        raise ClipmergeError(f"{source}: held-out sample {index} is {found!r}, model-soups' check expects {name}; "
+                             "the training folder's files or order differ from the ones the mask was made for")
+    return chosen
 
 
 def write_split(paths: list[str], out) -> None:

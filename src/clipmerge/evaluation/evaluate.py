@@ -1,7 +1,6 @@
 """Top-1/top-5 accuracy of a classifier on evaluation sets, decoded per model or read from a cache.
 
-The CUDA path keeps the GPU fed: DataLoader workers with pinned memory, channels_last inputs, bf16
-autocast. On CPU the same code runs in fp32.
+The forward passes are clipmerge.evaluation.predict's (fp32 by default; the head always fp32).
 
 With a cache (clipmerge.data.cache) each set is decoded and preprocessed once for every model: the
 exact uint8 pixels the eval transform produces before its Normalize, which is then applied on the
@@ -18,7 +17,7 @@ from clipmerge.data.cache import file_keys, with_cache
 from clipmerge.data.eval_set import EvalSet
 from clipmerge.data.eval_sets import build_eval_set
 from clipmerge.evaluation.predict import predict, topk_accuracy
-from clipmerge.models.clip import eval_transform
+from clipmerge.models.clip import eval_transform, preprocess_cfg
 from clipmerge.models.device import loader_kwargs
 
 
@@ -52,22 +51,25 @@ def _cached(source: SetSource, eval_set: EvalSet, transform, classnames, use, *,
 
 
 def predict_set(model, transform, source: SetSource, classnames: list[str] | None, *, batch_size: int,
-                workers: int, device, desc: str = "evaluate"):
+                workers: int, device, desc: str = "evaluate", precision: str = "fp32"):
     """The projected logits and labels of ``model`` on one set under ``transform`` (an eval transform
-    ending in Normalize), decoded now or read from ``source.cache``."""
+    ending in Normalize), decoded now or read from ``source.cache``, its tower run in ``precision``."""
     eval_set = open_eval_set(source, transform, classnames)
     if source.cache is None:
         loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
-        return predict(model, loader, device, eval_set.project, desc=desc)
+        return predict(model, loader, device, eval_set.project, desc=desc, precision=precision)
     return _cached(
         source, eval_set, transform, classnames,
-        lambda cache: predict(model, cache.batches(batch_size, device), device, eval_set.project, desc=desc),
+        lambda cache: predict(model, cache.batches(batch_size, device), device, eval_set.project, desc=desc,
+                              precision=precision),
         batch_size=batch_size, workers=workers)
 
 
 def evaluate_model(model, arch: str, source: SetSource, classnames: list[str] | None, *, batch_size: int,
-                   workers: int, device, desc: str = "evaluate") -> tuple[dict[int, float], int]:
+                   workers: int, device, desc: str = "evaluate", precision: str = "fp32"
+                   ) -> tuple[dict[int, float], int]:
     """Top-1/top-5 (percent) of the loaded classifier ``model`` of ``arch`` on one set, and the images scored."""
-    logits, labels = predict_set(model, eval_transform(arch, model), source, classnames, batch_size=batch_size,
-                                 workers=workers, device=device, desc=desc)
+    logits, labels = predict_set(model, eval_transform(preprocess_cfg(arch, model)), source, classnames,
+                                 batch_size=batch_size, workers=workers, device=device, desc=desc,
+                                 precision=precision)
     return topk_accuracy(logits, labels), len(labels)

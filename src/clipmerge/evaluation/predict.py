@@ -1,7 +1,8 @@
 """Forward passes over batches of images, and top-k accuracy.
 
-The CUDA path keeps the GPU fed: DataLoader workers with pinned memory, channels_last inputs, bf16
-autocast. On CPU the same code runs in fp32.
+The CUDA path keeps the GPU fed: DataLoader workers with pinned memory, channels_last inputs. The image
+tower runs in the evaluation precision (fp32, or bf16 autocast with ``amp_bf16``); the head and the
+logits are always fp32, outside any autocast (ImageClassifier.classify).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
-from clipmerge.models.device import autocast
+from clipmerge.models.device import eval_autocast
 
 
 @torch.inference_mode()
@@ -21,8 +22,10 @@ def predict(
     device: torch.device,
     project: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
     desc: str = "evaluate",
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Projected logits (fp32, CPU) and labels for every batch of (images, labels)."""
+    """Projected logits (fp32, CPU) and labels of the classifier ``model`` for every batch of (images,
+    labels); the image tower runs in ``precision`` (clipmerge.models.device.EVAL_PRECISIONS)."""
     model.eval().to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -31,9 +34,10 @@ def predict(
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            logits = model(images)
-        all_logits.append(project(logits.float()).cpu())
+        with eval_autocast(device, precision):
+            embeddings = model.visual(images)
+        logits = model.classify(embeddings)
+        all_logits.append(project(logits).cpu())
         all_labels.append(labels)
     return torch.cat(all_logits), torch.cat(all_labels)
 

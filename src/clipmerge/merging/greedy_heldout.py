@@ -23,7 +23,7 @@ from clipmerge.evaluation.predict import predict, topk_accuracy
 from clipmerge.files import write_json
 from clipmerge.merging.greedy_soup import GreedyResult, greedy_soup
 from clipmerge.models.classifier import load_classifier
-from clipmerge.models.clip import eval_transform
+from clipmerge.models.clip import eval_transform, preprocess_cfg
 from clipmerge.weights.checkpoint import classifier_arch, load_weights, save_weights
 from clipmerge.weights.streaming import common_layout
 
@@ -44,13 +44,15 @@ def ingredient_ids(inputs: list[str | os.PathLike], metas: list[dict]) -> dict[s
 
 
 def make_greedy_soup(inputs: list[str | os.PathLike], out: str | os.PathLike, *, model_id: str, train_root,
-                     heldout, accept: str, batch_size: int, device, workers: int, cache=None) -> GreedyResult:
+                     heldout, accept: str, batch_size: int, device, workers: int, cache=None,
+                     precision: str = "fp32") -> GreedyResult:
     """Run greedy soup over ``inputs`` on the held-out split and write the soup with its records.
 
     Args:
         accept: "strict" (model-soups' code) or "geq" (the paper's Recipe 1).
         cache: file of the preprocessed held-out images (reused if it matches, else rebuilt there);
             None keeps them in memory.
+        precision: the image tower's precision on the held-out images (eval.precision).
     """
     if batch_size < 1:
         raise ClipmergeError(f"--batch-size must be >= 1, got {batch_size}")
@@ -72,7 +74,8 @@ def make_greedy_soup(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
         def evaluate(state) -> float:
             began = time.perf_counter()
             model.load_state_dict(state, strict=True)
-            logits, labels = predict(model, images.batches(batch_size, device), device, desc="greedy soup")
+            logits, labels = predict(model, images.batches(batch_size, device), device, desc="greedy soup",
+                                     precision=precision)
             top1 = topk_accuracy(logits, labels, ks=(1,))[1]
             log.info("held-out top-1 %.2f (%.1f s)", top1, time.perf_counter() - began)
             return top1
@@ -85,11 +88,11 @@ def make_greedy_soup(inputs: list[str | os.PathLike], out: str | os.PathLike, *,
         search, cache, lambda transform: Transformed(subset, transform),
         sample_ids=file_keys([folder.samples[i][0] for i in subset.indices], folder.root),
         labels=[folder.samples[i][1] for i in subset.indices],
-        transform=eval_transform(arch), batch_size=batch_size, workers=workers,
+        transform=eval_transform(preprocess_cfg(arch, model)), batch_size=batch_size, workers=workers,
     )
 
     save_weights(result.soup, out, metadata=header.metadata)
-    hparams = {"accept": accept, "heldout_size": heldout_size}
+    hparams = {"accept": accept, "heldout_size": heldout_size, "precision": precision}
     layout.write_meta(out, layout.model_meta_record(model_id, "greedy_soup", arch, pretrained,
                                                     ingredients=result.ingredients, hparams=hparams))
     write_json(Path(out).with_name(layout.GREEDY_DIAGNOSTICS), {

@@ -2,11 +2,22 @@
 
 A full CLIP (both towers) is what the pretrained stage stores: ``pretrained/model.safetensors`` with
 its meta.json; the classifier (classifier.py) keeps only the image tower.
+
+Two things a pretrained tag decides are not in an architecture's config, so they are resolved once,
+when the weights are fetched, and recorded in every checkpoint's safetensors header that descends
+from them, so every later stage rebuilds the same network and the same transform:
+- the activation (:func:`faithful_arch`): OpenAI's weights were trained with QuickGELU, and open_clip
+  builds ``ViT-B-32`` with nn.GELU even for the ``openai`` tag (it only warns; open_clip issue #441);
+  the recorded ``arch`` is then ``ViT-B-32-quickgelu``;
+- the preprocessing (header ``preprocess``: size, mean/std, interpolation, resize mode): many tags set
+  their own (the LAION ViT-L-14 tags use mean/std 0.5), which rebuilding from the arch would lose.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from pathlib import Path
 
 import open_clip
@@ -14,10 +25,12 @@ from torch import nn
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.weights.checkpoint import load_strict, load_weights, save_weights
+from clipmerge.weights.checkpoint import header_metadata, load_strict, load_weights, save_weights
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY_ARCH = "clipmerge-tiny"
+PREPROCESS_KEY = "preprocess"  # safetensors header key: the JSON preprocess config of the weights
+QUICKGELU = "-quickgelu"
 
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
@@ -30,9 +43,27 @@ def quiet_create(arch: str, pretrained: str | None = None) -> open_clip.CLIP:
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        return open_clip.create_model(arch, pretrained=pretrained)
+        with warnings.catch_warnings():  # the QuickGELU mismatch warning: faithful_arch resolves it
+            warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+            return open_clip.create_model(arch, pretrained=pretrained)
     finally:
         logger.setLevel(level)
+
+
+def faithful_arch(arch: str, pretrained: str) -> str:
+    """The architecture whose activation matches the one ``pretrained`` (an open_clip tag) was trained
+    with: ``ViT-B-32`` + ``openai`` -> ``ViT-B-32-quickgelu``. Every mismatched tag of open_clip 3.3 has
+    such a variant; without one (or for a local file, which says nothing) ``arch`` is kept as given."""
+    tag = open_clip.get_pretrained_cfg(arch, pretrained)
+    config = open_clip.get_model_config(arch) or {}
+    if not tag or tag.get("quick_gelu", False) == config.get("quick_gelu", False):
+        return arch
+    variant = arch + QUICKGELU if tag.get("quick_gelu") else arch.removesuffix(QUICKGELU)
+    if variant in open_clip.list_models() and open_clip.get_pretrained_cfg(variant, pretrained):
+        return variant
+    logging.getLogger(__name__).warning("%s/%s: tag quick_gelu=%s differs from the architecture's and no "
+                                        "variant exists; keeping %s", arch, pretrained, tag.get("quick_gelu"), arch)
+    return arch
 
 
 def create_clip(arch: str, weights: str | None = None) -> open_clip.CLIP:
@@ -55,6 +86,9 @@ def create_clip(arch: str, weights: str | None = None) -> open_clip.CLIP:
                 ) from e
         else:
             load_strict(model, state, weights)
+            recorded = recorded_preprocess(weights)
+            if recorded is not None:
+                open_clip.set_model_preprocess_cfg(model, recorded)
         return model
     if "/" in weights or weights.endswith((".safetensors", ".pt", ".bin")):
         raise ClipmergeError(f"pretrained weights {weights!r}: file not found")
@@ -65,8 +99,11 @@ def create_clip(arch: str, weights: str | None = None) -> open_clip.CLIP:
 
 
 def save_clip(model: open_clip.CLIP, out, arch: str, pretrained: str, hparams: dict | None = None) -> None:
-    """Write a full CLIP state dict and its meta.json (model id ``pretrained``)."""
-    save_weights(model.state_dict(), out, metadata={"format": "open_clip", "arch": arch})
+    """Write a full CLIP state dict (its preprocess config in the header) and its meta.json (model id
+    ``pretrained``; ``hparams.preprocess`` repeats the config for MLflow and people)."""
+    header = {"format": "open_clip", "arch": arch, **preprocess_header(model)}
+    save_weights(model.state_dict(), out, metadata=header)
+    hparams = {**(hparams or {}), "preprocess": preprocess_cfg(arch, model)}
     layout.write_meta(out, layout.model_meta_record(layout.PRETRAINED, layout.PRETRAINED, arch, pretrained,
                                                     hparams=hparams))
 
@@ -76,14 +113,32 @@ def embed_dim_of(arch: str) -> int:
 
 
 def preprocess_cfg(arch: str, model: nn.Module | None = None) -> dict:
-    """open_clip's preprocessing config (size, mean, std, interpolation) for an architecture, read from
-    ``model`` when one is already built (building a ViT-B/32 just for this costs seconds)."""
-    return open_clip.get_model_preprocess_cfg(model if model is not None else quiet_create(arch))
+    """open_clip's preprocessing config (size, mean, std, interpolation, resize mode) of ``model`` (a CLIP
+    or a classifier: what its weights recorded), or of the architecture's defaults when no model is given
+    (building a ViT-B/32 just for this costs seconds). JSON-normalised: tuples become lists."""
+    cfg = open_clip.get_model_preprocess_cfg(model if model is not None else quiet_create(arch))
+    return json.loads(json.dumps(cfg, sort_keys=True))
 
 
-def eval_transform(arch: str, model: nn.Module | None = None):
-    """open_clip's evaluation transform: resize (bicubic) + centre crop + CLIP mean/std."""
-    cfg = preprocess_cfg(arch, model)
+def preprocess_header(model: nn.Module) -> dict[str, str]:
+    """The safetensors header entry recording ``model``'s preprocess config."""
+    return {PREPROCESS_KEY: json.dumps(open_clip.get_model_preprocess_cfg(model), sort_keys=True)}
+
+
+def recorded_preprocess(path) -> dict | None:
+    """The preprocess config a checkpoint's header records (None for a file written before it did)."""
+    value = header_metadata(path).get(PREPROCESS_KEY)
+    return None if value is None else json.loads(value)
+
+
+def checkpoint_preprocess(path) -> dict:
+    """The preprocess config the weights in ``path`` use: the recorded one, else its arch's defaults."""
+    recorded = recorded_preprocess(path)
+    return recorded if recorded is not None else preprocess_cfg(header_metadata(path)["arch"])
+
+
+def eval_transform(cfg: dict):
+    """open_clip's evaluation transform for a preprocess config: resize + centre crop + mean/std."""
     return open_clip.image_transform(
         cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
         resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"],

@@ -13,14 +13,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-from clipmerge.models.clip import preprocess_cfg
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.streams import AUGMENT, derive_seed
 
 
-def train_transform(arch: str, recipe: Recipe) -> v2.Compose:
-    """PIL image -> normalised float tensor, with the recipe's random crop and RandAugment."""
-    cfg = preprocess_cfg(arch)
+def train_transform(cfg: dict, recipe: Recipe) -> v2.Compose:
+    """PIL image -> normalised float tensor under the weights' preprocess config ``cfg``
+    (clipmerge.models.clip.checkpoint_preprocess), with the recipe's random crop and RandAugment."""
     steps = [
         v2.RandomResizedCrop(
             cfg["size"],

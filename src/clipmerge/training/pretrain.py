@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from clipmerge.errors import ClipmergeError
-from clipmerge.models.clip import create_clip, eval_transform
+from clipmerge.models.clip import create_clip, eval_transform, preprocess_cfg
 from clipmerge.training.schedule import lr_at
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def pretrain_demo_clip(world_dir, arch: str, epochs: int, batch_size: int, lr: f
     """A ``arch`` CLIP pre-trained on the demo world, and the hyper-parameters to record with it."""
     torch.manual_seed(seed)
     model = create_clip(arch)
-    images, texts = load_captioned(world_dir, eval_transform(arch), open_clip.get_tokenizer(arch))
+    images, texts = load_captioned(world_dir, eval_transform(preprocess_cfg(arch, model)), open_clip.get_tokenizer(arch))
     losses = pretrain(model, images, texts, epochs, batch_size, lr, seed)
     hparams = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "n_pairs": len(images), "final_loss": losses[-1]}

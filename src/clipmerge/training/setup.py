@@ -10,6 +10,7 @@ import torch
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
+from clipmerge.models.clip import checkpoint_preprocess
 from clipmerge.models.device import pick_device
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.trainer import TrainData, make_deterministic
@@ -51,7 +52,7 @@ def prepare(*, init, train_root, heldout, recipe: Recipe, device: str, out, hist
     chosen = pick_device(device)
     make_deterministic(chosen)
     arch, _ = classifier_arch(init)
-    data = TrainData.load(train_root, heldout, arch, recipe)
+    data = TrainData.load(train_root, heldout, checkpoint_preprocess(init), recipe)
     out = Path(out)
     log.info("%d training images, %d steps per epoch, %d steps on %s",
              len(data.dataset), data.steps_per_epoch, data.total_steps, chosen)

@@ -60,12 +60,13 @@ class TrainData:
     total_steps: int
 
     @classmethod
-    def load(cls, train_root, heldout_file, arch: str, recipe: Recipe) -> TrainData:
-        """The training folder minus the held-out files, with ``arch``'s train transform."""
+    def load(cls, train_root, heldout_file, preprocess: dict, recipe: Recipe) -> TrainData:
+        """The training folder minus the held-out files, with the train transform for ``preprocess``
+        (the initial model's recorded preprocess config)."""
         dataset = training_set(train_root, heldout_file, transform=None)
         return cls(
             dataset,
-            train_transform(arch, recipe),
+            train_transform(preprocess, recipe),
             recipe,
             steps_per_epoch(len(dataset), recipe.batch_size),
             total_steps(recipe, len(dataset)),

@@ -23,7 +23,45 @@ def uses_world(config: dict) -> bool:
 
 
 def finetune_ids(config: dict) -> list[str]:
+    """The fine-tunes this workflow trains (one per seed)."""
     return [layout.finetune_id(s) for s in config["finetune"]["seeds"]]
+
+
+def import_names(config: dict) -> list[str]:
+    """The names of the fine-tunes made elsewhere (config ``imports``), in config order."""
+    return list(config.get("imports", {}).get("names", []))
+
+
+def imported_ids(config: dict) -> list[str]:
+    return [layout.imported_id(name) for name in import_names(config)]
+
+
+def import_source(config: dict, name: str) -> str:
+    """The file an imported model is converted from: ``imports.files`` with ``{name}`` filled in."""
+    return config["imports"]["files"].format(name=name)
+
+
+def import_hparams(config: dict) -> dict[str, dict]:
+    """``imports.hparams`` (model-soups' hparam_info.json: name -> its hyper-parameters), read once at
+    parse time so each model's entry is that model's param: editing one entry re-converts one model."""
+    path = config.get("imports", {}).get("hparams")
+    if path is None:
+        return {}
+    try:
+        table = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ClipmergeError(f"imports.hparams: {path}: not a readable JSON file ({e})") from e
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ClipmergeError(f"imports.hparams: {path}: expected an object of objects (name -> hyper-parameters)")
+    missing = [name for name in import_names(config) if name not in table]
+    if missing:
+        raise ClipmergeError(f"imports.hparams: {path} has no entry for {missing[:3]}")
+    return {name: table[name] for name in import_names(config)}
+
+
+def finetuned_ids(config: dict) -> list[str]:
+    """Every fine-tune the merges draw from: the workflow's own seeds, then the imported models."""
+    return [*finetune_ids(config), *imported_ids(config)]
 
 
 def merged_ids(config: dict) -> list[str]:
@@ -38,11 +76,33 @@ def merged_ids(config: dict) -> list[str]:
 
 def model_ids(config: dict) -> list[str]:
     """Every model the study evaluates, in table order."""
-    return [layout.ZEROSHOT, *finetune_ids(config), *merged_ids(config)]
+    return [layout.ZEROSHOT, *finetuned_ids(config), *merged_ids(config)]
+
+
+def merge_inputs(config: dict, method: str) -> list[str]:
+    """The fine-tunes (model ids) a post-training merge combines. Soups: every fine-tune, own and
+    imported (model-soups' uniform soup averages all 72 files, its LP-initialised model_0 included).
+    Model Stock: ``merge.model_stock.models`` (any fine-tunes), else its ``seeds``' fine-tunes, else the
+    first two fine-tunes (the paper merges two)."""
+    pool = finetuned_ids(config)
+    if method in ("uniform_soup", "greedy_soup"):
+        if len(pool) < 2:
+            raise ClipmergeError(f"merge.methods: {method} needs at least 2 fine-tunes (finetune.seeds + imports)")
+        return pool
+    cfg = config["merge"].get(method, {})
+    if "models" in cfg and "seeds" in cfg:
+        raise ClipmergeError(f"merge.{method}: give models or seeds, not both")
+    chosen = cfg["models"] if "models" in cfg else [layout.finetune_id(s) for s in cfg.get("seeds", [])] or pool[:2]
+    missing = [m for m in chosen if m not in pool]
+    if missing:
+        raise ClipmergeError(f"merge.{method}: {missing} are not fine-tunes of this study ({', '.join(pool)})")
+    if len(chosen) < 2:
+        raise ClipmergeError(f"merge.{method}: needs at least 2 fine-tunes, got {chosen}")
+    return chosen
 
 
 def method_seeds(config: dict, method: str) -> list[int]:
-    """Seeds feeding a merge; default the first two fine-tunes (as in the paper). Must be fine-tuned."""
+    """Seeds a lockstep training run (model_stock_periodic) trains; default the first two fine-tuning seeds."""
     all_seeds = config["finetune"]["seeds"]
     seeds = config["merge"].get(method, {}).get("seeds", all_seeds[:2])
     missing = [s for s in seeds if s not in all_seeds]
@@ -54,22 +114,27 @@ def method_seeds(config: dict, method: str) -> list[int]:
 
 
 def wise_ft_cfg(config: dict) -> dict:
+    """WiSE-FT's ``alphas`` and the fine-tune it interpolates with the zero-shot model: ``model`` (any
+    fine-tune), else the fine-tune of ``seed``, else the first fine-tune."""
     cfg = dict(config["merge"].get("wise_ft", {}))
     cfg.setdefault("alphas", [0.5])
-    cfg.setdefault("seed", config["finetune"]["seeds"][0])
-    if cfg["seed"] not in config["finetune"]["seeds"]:
-        raise ClipmergeError(f"merge.wise_ft.seed: {cfg['seed']} is not in finetune.seeds")
-    return cfg
+    pool = finetuned_ids(config)
+    if "model" in cfg and "seed" in cfg:
+        raise ClipmergeError("merge.wise_ft: give model or seed, not both")
+    model = cfg.pop("model", None) or (layout.finetune_id(cfg.pop("seed")) if "seed" in cfg else next(iter(pool), None))
+    if model not in pool:
+        raise ClipmergeError(f"merge.wise_ft: {model!r} is not a fine-tune of this study ({', '.join(pool)})")
+    return {**cfg, "model": model}
 
 
 def check_methods(config: dict) -> None:
-    """Reject a seed list a chosen merge cannot use (before any job runs)."""
+    """Reject fine-tune lists a chosen merge cannot use (before any job runs)."""
     methods = config["merge"]["methods"]
-    if {"uniform_soup", "greedy_soup"} & set(methods) and len(config["finetune"]["seeds"]) < 2:
-        raise ClipmergeError("merge.methods: uniform_soup/greedy_soup need at least 2 finetune.seeds")
-    for method in ("model_stock", "model_stock_periodic"):
+    for method in ("uniform_soup", "greedy_soup", "model_stock"):
         if method in methods:
-            method_seeds(config, method)
+            merge_inputs(config, method)
+    if "model_stock_periodic" in methods:
+        method_seeds(config, "model_stock_periodic")
     if layout.WISE_FT in methods:
         wise_ft_cfg(config)
 
@@ -150,14 +215,19 @@ def config_hash(config: dict, model: str) -> str:
     changing one stage's keys changes only the hashes of the models that depend on it."""
     parsed = layout.parse_model_id(model)
     sections = {key: config.get(key) for key in ("model", "world", "pretrain", "zeroshot")}
-    if parsed.kind != layout.ZEROSHOT:
+    if parsed.kind == layout.IMPORTED:
+        sections["import"] = {"file": import_source(config, parsed.name),
+                              "hparams": import_hparams(config).get(parsed.name)}
+    elif parsed.kind != layout.ZEROSHOT:
         sections["train"] = config["train"]
         sections["finetune"] = {k: v for k, v in config["finetune"].items() if k not in NOT_PARAMS["finetune"]}
+        if parsed.kind != layout.FINETUNE and config.get("imports"):
+            sections["imports"] = config["imports"]
     if parsed.kind == layout.FINETUNE:
         sections["seed"] = parsed.seed
     elif parsed.kind == layout.WISE_FT:
-        sections["merge"] = {"alpha": parsed.alpha, "seed": wise_ft_cfg(config)["seed"]}
-    elif parsed.kind != layout.ZEROSHOT:
+        sections["merge"] = {"alpha": parsed.alpha, "model": wise_ft_cfg(config)["model"]}
+    elif parsed.kind not in (layout.ZEROSHOT, layout.IMPORTED):
         sections["merge"] = {"method": model, **config["merge"].get(model, {})}
         if model in ("uniform_soup", "greedy_soup"):
             sections["merge"]["seeds"] = config["finetune"]["seeds"]
