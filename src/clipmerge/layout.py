@@ -89,8 +89,8 @@ def parse_model_id(model: str) -> ModelId:
             raise ClipmergeError(f"model id {model!r}: cannot read alpha from {m.group(1)!r}") from e
     if model in METHOD_NAMES:
         return ModelId(model, model)
-    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, imported_<name>, wise_ft_a<alpha>, "
-                         f"{', '.join(m for m in METHOD_NAMES if m != WISE_FT)}")
+    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, imported_<name>, "
+                         f"wise_ft_a<alpha>, {', '.join(m for m in METHOD_NAMES if m != WISE_FT)}")
 
 
 def alpha_of(model: str) -> float | None:

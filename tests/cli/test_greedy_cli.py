@@ -65,7 +65,8 @@ def prototype_classifier(train_root):
     """A tiny classifier whose head holds the mean feature of each class: it scores 100% on the fixture."""
     torch.manual_seed(0)
     model = new_classifier(TINY_ARCH, len(WNIDS))
-    images, labels = next(iter(DataLoader(image_folder(train_root, eval_transform(preprocess_cfg(TINY_ARCH))), batch_size=1000)))
+    transform = eval_transform(preprocess_cfg(TINY_ARCH))
+    images, labels = next(iter(DataLoader(image_folder(train_root, transform), batch_size=1000)))
     features = model.features(images)
     prototypes = torch.stack([features[labels == c].mean(0) for c in range(len(WNIDS))])
     model.head.weight.copy_(20 * torch.nn.functional.normalize(prototypes, dim=-1))

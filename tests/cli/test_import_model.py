@@ -7,7 +7,6 @@ import json
 import open_clip
 import pytest
 import torch
-from fixtures import external_checkpoints as ext
 from safetensors.torch import save_file
 
 from clipmerge.cli import main
@@ -15,6 +14,7 @@ from clipmerge.files import read_json
 from clipmerge.models.classifier import classifier_from_clip, load_classifier, save_classifier
 from clipmerge.models.clip import TINY_ARCH, create_clip, save_clip
 from clipmerge.weights.checkpoint import header_metadata, load_weights
+from fixtures import external_checkpoints as ext
 
 NUM_CLASSES = 5
 

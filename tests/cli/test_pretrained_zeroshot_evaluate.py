@@ -40,7 +40,7 @@ def test_evaluate_writes_counts_and_accuracies(tmp_path, zeroshot_model, image_f
     out = tmp_path / "eval" / "zeroshot" / "test.json"
     assert evaluate(tmp_path, zeroshot_model, "--set", "test", "imagefolder", image_folder, out) == 0
     result = json.loads(out.read_text())
-    assert result["n"] == 18 and result["top5"] == 100.0  # 3 classes: every label is in the top 5
+    assert result["n"] == 18 and result["classes"] == 3 and result["top5"] == 100.0  # all 3 are in the top 5
     assert 0.0 <= result["top1"] <= 100.0 and result["top1"] * 18 / 100 == pytest.approx(round(result["top1"] * 0.18))
 
 

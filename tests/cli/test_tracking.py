@@ -22,7 +22,8 @@ ID, SHIFTS = "test", ["v2", "r", "sketch"]
 MODELS = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "uniform_soup", "greedy_soup",
           "model_stock", "wise_ft_a0.5"]
 STEPS = 30
-PARAMS = {"lr", "weight_decay", "epochs", "batch_size", "alpha", "seed", "num_ingredients"}
+PARAMS = {"lr", "weight_decay", "epochs", "batch_size", "label_smoothing", "mixup_alpha", "alpha", "seed",
+          "num_ingredients"}
 
 
 def write_json(path, obj):
@@ -177,6 +178,7 @@ def test_parallel_writers_lose_and_misfile_nothing(study):
             assert [(m.step, m.value) for m in loss] == [(s, 2.0 - s / STEPS) for s in range(STEPS)]
     assert runs["wise_ft_a0.5"].data.params["alpha"] == "0.5"
     assert runs["zeroshot"].data.params == {"lr": "0", "weight_decay": "0", "epochs": "0", "batch_size": "0",
+                                                 "label_smoothing": "0", "mixup_alpha": "0",
                                                  "alpha": "-1", "seed": "-1", "num_ingredients": "0"}
 
 

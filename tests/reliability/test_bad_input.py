@@ -254,7 +254,8 @@ def one_seed_periodic(c):
 
 
 BAD_CONFIGS = {
-    "soups-with-one-seed": (one_seed_soups, "merge.methods: uniform_soup needs at least 2 fine-tunes (finetune.seeds + imports)"),
+    "soups-with-one-seed": (one_seed_soups,
+                            "merge.methods: uniform_soup needs at least 2 fine-tunes (finetune.seeds + imports)"),
     "periodic-with-one-seed": (one_seed_periodic, "merge.model_stock_periodic: needs at least 2 fine-tuned seeds"),
     "model-stock-one-seed": (lambda c: c["merge"]["model_stock"].update(seeds=[0]), "[0] is too short"),
     "unknown-method": (lambda c: c["merge"]["methods"].append("ties"), "'ties' is not one of"),

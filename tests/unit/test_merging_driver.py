@@ -157,3 +157,23 @@ def test_method_error_names_the_tensor(checkpoints, tmp_path):
     with pytest.raises(ClipmergeError, match=r"tensor 'head.bias': model_stock: .*singular"):
         merge_checkpoints("model_stock", ft_paths[:2], tmp_path / "o.safetensors", anchor=zs_path,
                           options={"clamp_negative": False})
+
+
+@pytest.mark.parametrize("scratch_bytes", [4 * 3 * 5, 4 * 3 * 1])  # blocks of 5 columns; of 1 column
+def test_model_stock_over_blocks_matches_the_whole_tensor_merge(checkpoints, tmp_path, monkeypatch, scratch_bytes):
+    """A scratch smaller than a tensor's N rows merges it block of columns by block: same ratios and
+    weights up to float rounding (the Gram matrix is summed in another order), and a NaN is still found."""
+    from clipmerge.merging import driver
+
+    zs, fts, zs_path, ft_paths = checkpoints
+    whole = merge_checkpoints("model_stock", ft_paths, tmp_path / "whole.safetensors", anchor=zs_path)
+    monkeypatch.setattr(driver, "SCRATCH_BYTES", scratch_bytes)
+    blocked = merge_checkpoints("model_stock", ft_paths, tmp_path / "blocked.safetensors", anchor=zs_path)
+    for key, expected in load_file(tmp_path / "whole.safetensors").items():
+        assert torch.allclose(load_file(tmp_path / "blocked.safetensors")[key].float(), expected.float(),
+                              rtol=1e-5, atol=1e-6), key
+        if whole.tensors[key].t is not None:
+            assert blocked.tensors[key].t == pytest.approx(whole.tensors[key].t, rel=1e-6)
+    poison(checkpoints, 1, (0, 2), float("nan"))
+    with pytest.raises(ClipmergeError, match=r"ft2/model.safetensors: tensor 'visual.proj' has 1 NaN"):
+        merge_checkpoints("model_stock", ft_paths, tmp_path / "nan.safetensors", anchor=zs_path)

@@ -1,6 +1,7 @@
 """The workflow plan derived from config: model ids, flags, seed checks, root checks."""
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,58 @@ def test_config_hash_changes_only_for_dependent_models(config):
 
 def test_a_one_core_evaluation_decodes_in_process():
     assert [plan.loader_workers(t) for t in (1, 2, 8)] == [0, 2, 8]
+
+
+@pytest.fixture
+def with_imports(config, tmp_path):
+    hparams = tmp_path / "hparam_info.json"
+    hparams.write_text('{"model_0": {"info": "LP initialization"}, "model_1": {"lr": 1e-5}, "model_2": {"lr": 2e-5}}')
+    config["imports"] = {"files": "downloads/{name}.pt", "names": ["model_1", "model_0"], "hparams": str(hparams)}
+    return config
+
+
+def test_imported_models_are_fine_tunes_after_the_own_ones(with_imports):
+    assert plan.finetuned_ids(with_imports)[-3:] == ["finetune_seed3", "imported_model_1", "imported_model_0"]
+    assert plan.model_ids(with_imports)[5:7] == ["imported_model_1", "imported_model_0"]
+    assert plan.merge_inputs(with_imports, "uniform_soup") == plan.finetuned_ids(with_imports)
+    assert plan.import_source(with_imports, "model_0") == "downloads/model_0.pt"
+    assert plan.import_hparams(with_imports) == {"model_1": {"lr": 1e-5}, "model_0": {"info": "LP initialization"}}
+    assert layout.parse_model_id("imported_model_1") == layout.ModelId("imported_model_1", "imported", name="model_1")
+    assert sorted(["imported_model_10", "imported_model_9", "finetune_seed0"], key=layout.model_sort_key) == [
+        "finetune_seed0", "imported_model_9", "imported_model_10"]
+
+
+def test_merges_pick_imported_fine_tunes_by_id(with_imports):
+    with_imports["merge"]["model_stock"] = {"models": ["imported_model_0", "finetune_seed2"]}
+    with_imports["merge"]["wise_ft"] = {"model": "imported_model_1", "alphas": [0.5]}
+    assert plan.merge_inputs(with_imports, "model_stock") == ["imported_model_0", "finetune_seed2"]
+    assert plan.wise_ft_cfg(with_imports) == {"alphas": [0.5], "model": "imported_model_1"}
+    with_imports["merge"]["model_stock"] = {"models": ["imported_model_7", "finetune_seed2"]}
+    with pytest.raises(ClipmergeError, match=r"\['imported_model_7'\] are not fine-tunes of this study"):
+        plan.check_methods(with_imports)
+
+
+def test_imports_alone_feed_the_soups(with_imports):
+    with_imports["finetune"]["seeds"] = []
+    with_imports["merge"]["methods"] = ["uniform_soup", "model_stock", "wise_ft"]
+    with_imports["merge"].pop("model_stock")
+    with_imports["merge"]["wise_ft"] = {"alphas": [0.5]}
+    plan.check_methods(with_imports)
+    assert plan.merge_inputs(with_imports, "model_stock") == ["imported_model_1", "imported_model_0"]
+    assert plan.wise_ft_cfg(with_imports)["model"] == "imported_model_1"
+
+
+def test_an_hparams_entry_changes_only_its_models_config_hash(with_imports):
+    before = {m: plan.config_hash(with_imports, m) for m in plan.model_ids(with_imports)}
+    path = Path(with_imports["imports"]["hparams"])
+    table = json.loads(path.read_text())
+    table["model_1"]["lr"] = 4e-5
+    path.write_text(json.dumps(table))
+    after = {m: plan.config_hash(with_imports, m) for m in plan.model_ids(with_imports)}
+    assert {m for m in before if before[m] != after[m]} == {"imported_model_1"}
+
+
+def test_hparams_without_an_imported_name_is_named(with_imports):
+    with_imports["imports"]["names"].append("model_9")
+    with pytest.raises(ClipmergeError, match=r"has no entry for \['model_9'\]"):
+        plan.import_hparams(with_imports)

@@ -43,6 +43,31 @@ def test_paper_scale_dag_plans_from_dataset_roots(tmp_path):
     assert jobs["log_mlflow"] == 10 and jobs["log_summary"] == 1
 
 
+def test_model_soups_dag_imports_72_files_and_trains_nothing(tmp_path):
+    """config/model_soups_vit_b32.yaml as shipped, its downloads present (empty files: a dry run reads
+    only hparam_info.json): 72 conversions, the four merges, every model on the six sets."""
+    import json
+
+    config = yaml.safe_load((REPO / "config" / "model_soups_vit_b32.yaml").read_text())
+    for spec in [config["train"]["data"], *config["eval"]["sets"].values()]:
+        (tmp_path / spec["root"]).mkdir(parents=True, exist_ok=True)
+    names = config["imports"]["names"]
+    assert names == [f"model_{i}" for i in range(72)]
+    downloads = tmp_path / "downloads" / "model-soups"
+    downloads.mkdir(parents=True)
+    for name in names:
+        (downloads / f"{name}.pt").touch()
+    (downloads / "imagenet_98_idxs.npy").touch()
+    (downloads / "hparam_info.json").write_text(json.dumps({n: {"lr": 1e-5} for n in names}))
+    shutil.copy(REPO / "config" / "model_soups_vit_b32.yaml", tmp_path / "soups.yaml")
+    jobs = planned_jobs(tmp_path, configfile=tmp_path / "soups.yaml")
+    assert jobs["import_model"] == 72 and "finetune" not in jobs and "model_stock_periodic" not in jobs
+    for rule in ("fetch_pretrained", "build_zeroshot", "split_heldout", "merge_uniform_soup", "greedy_soup",
+                 "merge_model_stock", "merge_wise_ft"):
+        assert jobs[rule] == 1, rule
+    assert jobs["evaluate"] == (1 + 72 + 4) * 6 and jobs["log_mlflow"] == 77
+
+
 def test_missing_dataset_root_stops_before_any_job(tmp_path):
     config = paper_config(tmp_path)
     shutil.rmtree(tmp_path / "datasets" / "imagenet-a")

@@ -26,6 +26,7 @@ def configure(parser) -> None:
 
 def run(args) -> None:
     classnames = load_classnames(args.classnames) if args.classnames else None
-    n = build_cache(SetSource(args.adapter, args.root, args.out), eval_transform(checkpoint_preprocess(args.weights)), classnames,
+    transform = eval_transform(checkpoint_preprocess(args.weights))
+    n = build_cache(SetSource(args.adapter, args.root, args.out), transform, classnames,
                     batch_size=args.batch_size, workers=args.workers)
     log.info("%s: %d images cached in %s", args.root, n, args.out)

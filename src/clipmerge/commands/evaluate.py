@@ -49,8 +49,8 @@ def run(args) -> None:
     classnames = load_classnames(args.classnames) if args.classnames else None
     model = load_classifier(args.model)
     for name, adapter, root, out in args.sets:
-        accuracy, n = evaluate_model(model, arch, SetSource(adapter, root, caches.get(name)), classnames,
+        accuracy, n, classes = evaluate_model(model, arch, SetSource(adapter, root, caches.get(name)), classnames,
                                      batch_size=args.batch_size, workers=args.workers, device=device,
                                      desc=f"{args.model_id}/{name}", precision=args.precision)
-        write_eval(out, args.model_id, name, adapter, accuracy, n)
+        write_eval(out, args.model_id, name, adapter, accuracy, n, classes)
         log.info("%s on %s: top1 %.2f top5 %.2f (n=%d)", args.model_id, name, accuracy[1], accuracy[5], n)

@@ -11,7 +11,6 @@ import random
 from pathlib import Path
 
 import numpy as np
-
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 

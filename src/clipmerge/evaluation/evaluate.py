@@ -67,9 +67,10 @@ def predict_set(model, transform, source: SetSource, classnames: list[str] | Non
 
 def evaluate_model(model, arch: str, source: SetSource, classnames: list[str] | None, *, batch_size: int,
                    workers: int, device, desc: str = "evaluate", precision: str = "fp32"
-                   ) -> tuple[dict[int, float], int]:
-    """Top-1/top-5 (percent) of the loaded classifier ``model`` of ``arch`` on one set, and the images scored."""
+                   ) -> tuple[dict[int, float], int, int]:
+    """Top-1/top-5 (percent) of the loaded classifier ``model`` of ``arch`` on one set, the images scored
+    and the classes each is ranked among (the projected logits' width)."""
     logits, labels = predict_set(model, eval_transform(preprocess_cfg(arch, model)), source, classnames,
                                  batch_size=batch_size, workers=workers, device=device, desc=desc,
                                  precision=precision)
-    return topk_accuracy(logits, labels), len(labels)
+    return topk_accuracy(logits, labels), len(labels), logits.shape[1]

@@ -1,5 +1,6 @@
-"""The eval JSON ``eval/<model>/<eval_set>.json``: ``{"model", "eval_set", "adapter", "top1", "top5", "n"}``,
-accuracies in percent. Written by `clipmerge evaluate`, read by the table, the plots and MLflow.
+"""The eval JSON ``eval/<model>/<eval_set>.json``: ``{"model", "eval_set", "adapter", "top1", "top5", "n",
+"classes"}``, accuracies in percent over ``n`` images, each ranked among ``classes`` classes (ImageNet-R/A:
+200, ObjectNet: 113). Written by `clipmerge evaluate`, read by the table, the plots and MLflow.
 Torch-free."""
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ class EvalResult:
 
 
 def write_eval(path: str | os.PathLike, model: str, eval_set: str, adapter: str, accuracy: dict[int, float],
-               n: int) -> None:
+               n: int, classes: int) -> None:
     """Write the eval JSON of ``model`` on ``eval_set`` (``accuracy``: {1: top-1, 5: top-5})."""
     write_json(path, {"model": model, "eval_set": eval_set, "adapter": adapter, "top1": accuracy[1],
-                      "top5": accuracy[5], "n": n})
+                      "top5": accuracy[5], "n": n, "classes": classes})
 
 
 def read_eval(path: str | os.PathLike) -> EvalResult:

@@ -32,6 +32,9 @@ from clipmerge.weights.checkpoint import classifier_arch
 from clipmerge.weights.streaming import Layout, TensorReader, check_finite, common_layout, write_order, write_streaming
 
 log = logging.getLogger(__name__)
+# The most memory a streamed merge's scratch may take (model_stock's [N, numel] rows; at N = 72 a ViT-B/32
+# tensor's rows alone were 2.0x a whole checkpoint).
+SCRATCH_BYTES = 128 << 20
 
 
 @dataclass
@@ -70,10 +73,18 @@ class _Column(Sequence):
             return self._readers[i].get(self._key)
         return self._readers[i].read_into(self._key, self._rows[i])
 
+    def read_columns(self, start: int, rows: torch.Tensor) -> torch.Tensor:
+        """Elements [start, start + width) of every input's flat tensor into ``rows`` [N, width], unchecked."""
+        for reader, row in zip(self._readers, rows, strict=True):
+            reader.read_range(self._key, row, start)
+        return rows
+
     def check_finite(self) -> None:
         """The exact NaN/inf check of every input's tensor, naming the file."""
         for i, reader in enumerate(self._readers):
-            check_finite(self._rows[i] if self._rows is not None else reader.get(self._key), self._key, reader.path)
+            whole = self._rows is not None and self._rows.shape[1] * self._rows.dtype.itemsize == \
+                reader.offsets()[self._key][1] - reader.offsets()[self._key][0]
+            check_finite(self._rows[i] if whole else reader.get(self._key), self._key, reader.path)
 
 
 def merge_checkpoints(
@@ -114,7 +125,9 @@ def merge_checkpoints(
     scratch = None
     if spec.uses_scratch:
         largest = max((s.nbytes // s.dtype.itemsize for s in layout.specs.values()), default=0)
-        scratch = call_options["scratch"] = torch.empty(len(inputs) * largest, dtype=torch.float32)
+        # At most SCRATCH_BYTES: a tensor whose N rows do not fit is merged block by block (model_stock).
+        elements = min(len(inputs) * largest, max(len(inputs), SCRATCH_BYTES // 4))
+        scratch = call_options["scratch"] = torch.empty(elements, dtype=torch.float32)
     with ExitStack() as open_files:
         readers = [open_files.enter_context(TensorReader(p)) for p in inputs]
         anchor_reader = open_files.enter_context(TensorReader(anchor)) if anchor is not None else None
@@ -126,7 +139,8 @@ def merge_checkpoints(
                 rows = None
                 if scratch is not None and tensor_spec.dtype == scratch.dtype:
                     numel = tensor_spec.nbytes // tensor_spec.dtype.itemsize
-                    rows = scratch[: len(inputs) * numel].view(len(inputs), numel)
+                    width = min(numel, scratch.numel() // len(inputs))  # < numel: read by blocks
+                    rows = scratch[: len(inputs) * width].view(len(inputs), width)
                 column = _Column(readers, key, rows)
                 try:
                     tensor, diagnostics = merge_tensor(column, anchor_tensor, **call_options)

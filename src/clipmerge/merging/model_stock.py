@@ -62,6 +62,10 @@ def model_stock(
             are overwritten. The streaming driver reuses one for every tensor (a fresh [N, numel]
             buffer per tensor made the OS fault in N model-sizes of new pages per merge, about 40% of
             a 32-model merge's time) and reads input i straight into row i, which is then not copied.
+            A smaller scratch, with ``finetuned`` able to ``read_columns(start, rows)`` (the driver's
+            column), is filled block of columns by block: the Gram matrix and the delta sum are
+            accumulated over blocks, so memory stays ~2 tensors + the scratch whatever N is (at
+            N = 72 a ViT-B/32 merge's [N, numel] rows were 2.0x a whole checkpoint).
 
     Returns:
         The merged tensor (anchor's dtype) and its diagnostics.
@@ -79,8 +83,28 @@ def model_stock(
 
     compute = torch.promote_types(anchor.dtype, torch.float32)
     w0 = anchor.reshape(-1).to(compute)
+    size = n * w0.numel()
+    if (scratch is not None and scratch.dtype == anchor.dtype and n <= scratch.numel() < size
+            and hasattr(finetuned, "read_columns")):  # the stored bytes are read straight into blocks
+        gram, delta_sum = _blocked_gram(finetuned, w0, scratch)
+    else:
+        gram, delta_sum = _gram(finetuned, w0, scratch)
+    cos, angle_deg, guard = _mean_cosine(gram, average, eps)
+    if cos < 0 and clamp_negative:
+        cos, guard = 0.0, "negative_cos"
+    t = _ratio(n, cos)
+    # w_avg = w0 + mean(d)
+    w_avg = delta_sum.div_(n).add_(w0)
+    merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
+    return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
+
+
+def _gram(finetuned, w0: torch.Tensor, scratch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The deltas' Gram matrix (float64) and their sum, from all N inputs at once."""
+    n = len(finetuned)
     # The N inputs as the rows of one [N, P] buffer, then their deltas: memory is N copies of this tensor.
     size = n * w0.numel()
+    compute = w0.dtype
     if scratch is not None and scratch.dtype == compute and scratch.numel() >= size:
         rows = scratch[:size].view(n, w0.numel())
     else:
@@ -93,15 +117,22 @@ def model_stock(
     # One GEMM gives every pairwise dot product. Blocking it by columns to keep the deltas in cache,
     # or splitting it by its symmetry, measured no faster: at N = 32 it is compute-bound (N^2 x numel
     # multiply-adds, benchmarks/README.md).
-    gram = (deltas @ deltas.T).double()
-    cos, angle_deg, guard = _mean_cosine(gram, average, eps)
-    if cos < 0 and clamp_negative:
-        cos, guard = 0.0, "negative_cos"
-    t = _ratio(n, cos)
-    # w_avg = w0 + mean(d)
-    w_avg = delta_sum.div_(n).add_(w0)
-    merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
-    return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
+    return (deltas @ deltas.T).double(), delta_sum
+
+
+def _blocked_gram(finetuned, w0: torch.Tensor, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same, accumulated over blocks of columns that fit ``scratch`` (float64 Gram partial sums)."""
+    n, numel = len(finetuned), w0.numel()
+    width = scratch.numel() // n
+    gram = torch.zeros((n, n), dtype=torch.float64)
+    delta_sum = torch.empty_like(w0)
+    for start in range(0, numel, width):
+        stop = min(start + width, numel)
+        block = finetuned.read_columns(start, scratch[: n * (stop - start)].view(n, stop - start))
+        block.sub_(w0[start:stop])
+        torch.sum(block, dim=0, out=delta_sum[start:stop])
+        gram += (block @ block.T).double()
+    return gram, delta_sum
 
 
 def _mean_cosine(gram: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:

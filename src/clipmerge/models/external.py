@@ -72,7 +72,7 @@ FORMATS = (
 )
 SIGNATURES = {  # a key only that format has
     "model_soups": "model.visual.", "wise_ft": "image_encoder.model.visual.", "clipmerge": "head.weight",
-    "open_clip": "token_embedding.weight",
+    "open_clip": "visual.",  # checked last: any image tower without a head
 }
 
 
@@ -85,8 +85,9 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bool]:
-    """The tensors of an external checkpoint, and whether it was an open_clip_train dict (``state_dict``
-    inside, ``module.`` prefixes removed). Refuses pickled objects, truncation and non-tensor entries."""
+    """The tensors of an external checkpoint (``module.`` prefixes removed), and whether it was an
+    open_clip_train dict (``state_dict`` inside). Refuses pickled objects, truncation and non-tensor
+    entries."""
     path = Path(path)
     if not path.is_file():
         raise ClipmergeError(f"{path}: external checkpoint not found")
@@ -106,7 +107,7 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bool]:
         raise ClipmergeError(f"{path}: holds a {type(loaded).__name__}, not a state dict")
     trainer = "state_dict" in loaded and isinstance(loaded["state_dict"], Mapping)
     state = loaded["state_dict"] if trainer else loaded
-    if trainer and all(k.startswith("module.") for k in state):
+    if state and all(k.startswith("module.") for k in state):  # saved from a DDP/DataParallel wrapper
         state = {k.removeprefix("module."): v for k, v in state.items()}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):

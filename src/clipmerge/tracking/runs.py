@@ -29,13 +29,14 @@ from clipmerge.tracking.store import retry_locked, store_lock
 log = logging.getLogger(__name__)
 
 # Part of the fingerprint: bump it when what gets logged changes, so existing runs are rebuilt.
-LOG_FORMAT = 1
+LOG_FORMAT = 2
 SUMMARY_KEY = "summary"
 # Params every run carries, numeric, so the compare view's parallel-coordinates axes stay numeric
 # (a string such as "n/a" on one run turns the UI's axis categorical). Value when the model's
 # meta.json does not record it: 0 for training hparams (zero-shot and merges train nothing themselves),
 # -1 for alpha (not a WiSE-FT model) and seed (no seed; 0 is a real seed).
-PARAM_DEFAULTS = {"lr": 0, "weight_decay": 0, "epochs": 0, "batch_size": 0, "alpha": -1, "seed": -1}
+PARAM_DEFAULTS = {"lr": 0, "weight_decay": 0, "epochs": 0, "batch_size": 0, "label_smoothing": 0, "mixup_alpha": 0,
+                  "alpha": -1, "seed": -1}
 # history.jsonl column -> metric name of its training curve.
 CURVES = {"loss": "train/loss", "lr": "train/lr", "train_top1": "train/top1", "images_per_s": "train/images_per_s"}
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -98,6 +99,8 @@ def model_payload(study: str, meta_file: str | os.PathLike, eval_paths: list[str
             "pretrained": str(meta.get("pretrained")), "git_sha": str(meta.get("git_sha", "unknown")),
             "config_hash": config_hash or "unknown", "ingredients": ",".join(ingredients),
             "id_eval_set": id_set, "shift_eval_sets": ",".join(shifts)}
+    if "augment" in meta.get("hparams", {}):  # an imported model's augmentation (model-soups: rand-mM-nN)
+        tags["augment"] = str(meta["hparams"]["augment"])
 
     curves = []
     if history is not None:

@@ -85,7 +85,8 @@ def pretrain_demo_clip(world_dir, arch: str, epochs: int, batch_size: int, lr: f
     """A ``arch`` CLIP pre-trained on the demo world, and the hyper-parameters to record with it."""
     torch.manual_seed(seed)
     model = create_clip(arch)
-    images, texts = load_captioned(world_dir, eval_transform(preprocess_cfg(arch, model)), open_clip.get_tokenizer(arch))
+    transform = eval_transform(preprocess_cfg(arch, model))
+    images, texts = load_captioned(world_dir, transform, open_clip.get_tokenizer(arch))
     losses = pretrain(model, images, texts, epochs, batch_size, lr, seed)
     hparams = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
                "n_pairs": len(images), "final_loss": losses[-1]}

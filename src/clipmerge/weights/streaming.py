@@ -144,14 +144,24 @@ class TensorReader:
         """Read tensor ``key``'s bytes straight into ``out`` (contiguous, its dtype and numel), with no
         allocation and no finiteness check (the caller checks: see merging.driver); returns ``out``."""
         begin, end = self.offsets()[key]
-        if not out.is_contiguous() or out.numel() * out.dtype.itemsize != end - begin:
+        if out.numel() * out.dtype.itemsize != end - begin:
             raise ClipmergeError(f"{self.path}: tensor {key!r} holds {end - begin} bytes, the buffer "
                                  f"{out.numel() * out.dtype.itemsize}")
+        return self.read_range(key, out, 0)
+
+    def read_range(self, key: str, out: torch.Tensor, start: int) -> torch.Tensor:
+        """Read elements ``[start, start + out.numel())`` of tensor ``key``'s flat data (``out``'s dtype)
+        straight into ``out``, unchecked like :meth:`read_into`; returns ``out``."""
+        begin, end = self.offsets()[key]
+        first, nbytes = begin + start * out.dtype.itemsize, out.numel() * out.dtype.itemsize
+        if not out.is_contiguous() or start < 0 or first + nbytes > end:
+            raise ClipmergeError(f"{self.path}: tensor {key!r} holds {end - begin} bytes, cannot read {nbytes} "
+                                 f"from element {start}")
         if self._raw is None:
             self._raw = open(self.path, "rb", buffering=0)  # noqa: SIM115  (closed in close())
-        read = os.preadv(self._raw.fileno(), [memoryview(out.view(torch.uint8).reshape(-1).numpy())], begin)
-        if read != end - begin:
-            raise ClipmergeError(f"{self.path}: tensor {key!r} is truncated ({read} of {end - begin} bytes)")
+        read = os.preadv(self._raw.fileno(), [memoryview(out.view(torch.uint8).reshape(-1).numpy())], first)
+        if read != nbytes:
+            raise ClipmergeError(f"{self.path}: tensor {key!r} is truncated ({read} of {nbytes} bytes)")
         return out
 
     def offsets(self) -> dict[str, tuple[int, int]]:
