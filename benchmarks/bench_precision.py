@@ -34,6 +34,7 @@ def main() -> None:
     from torch.utils.data import DataLoader
 
     from clipmerge import layout
+    from clipmerge.data.classnames import load_classnames
     from clipmerge.evaluation.evaluate import SetSource, open_eval_set
     from clipmerge.evaluation.predict import topk_accuracy
     from clipmerge.models.classifier import load_classifier
@@ -43,6 +44,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     study = layout.study_dir(args.study)
     models = args.models or sorted(p.name for p in Path(study, "eval").iterdir())
+    classnames = load_classnames(layout.world_manifest(args.study))
     print(f"study {args.study}: {len(models)} models, torch threads {args.threads}, load {os.getloadavg()[0]:.2f}")
     totals = {arm: [0, 0, 0] for arm in ("fp32", "amp_bf16", "bf16_head")}  # hits, ties, n
     rows = []
@@ -53,7 +55,7 @@ def main() -> None:
         for result in sorted(Path(study, "eval", model_id).glob("*.json")):
             record = json.loads(result.read_text())
             spec = world_root(args.study, record["eval_set"])
-            eval_set = open_eval_set(SetSource(record["adapter"], spec), transform, None)
+            eval_set = open_eval_set(SetSource(record["adapter"], spec), transform, classnames)
             arms = {arm: [] for arm in totals}
             labels = []
             with torch.inference_mode():

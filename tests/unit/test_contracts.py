@@ -54,7 +54,7 @@ SECTIONS = [
 @pytest.mark.parametrize(("section", "command", "not_flags"), SECTIONS, ids=lambda v: str(v))
 def test_schema_defaults_are_the_commands_defaults(section, command, not_flags):
     defaults = command_defaults(command)
-    renamed = {"heldout_seed": "seed"}  # train.heldout_seed is split-heldout's --seed
+    renamed = {"heldout_seed": "seed", "heldout_mask": "mask"}  # train.heldout_* are split-heldout's --seed, --mask
     for key, spec in schema_section(*section).items():
         if key in not_flags:
             continue

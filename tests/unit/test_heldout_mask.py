@@ -37,15 +37,14 @@ def test_a_mask_of_another_length_is_refused():
         heldout_from_mask(["a/1", "a/2", "b/1", "b/2"], np.array([1, 0, 1]), "idxs.npy")
 
 
-def test_split_heldout_reads_the_mask_in_imagefolder_order(tmp_path):
-    from conftest import write_image_folder
-
-    root = write_image_folder(tmp_path / "train", ["b_class", "a_class"], per_class=3)
-    np.save(tmp_path / "idxs.npy", np.array([0, 1, 0, 1, 0, 0], dtype=np.float64))
+def test_split_heldout_reads_the_mask_in_imagefolder_order(tmp_path, image_folder):
+    mask = np.zeros(18)  # image_folder: cat, dog, fox x 000..005.png
+    mask[[1, 6, 17]] = 1
+    np.save(tmp_path / "idxs.npy", mask)
     out = tmp_path / "heldout.txt"
-    assert main(["split-heldout", "--train-root", str(root), "--mask", str(tmp_path / "idxs.npy"),
+    assert main(["split-heldout", "--train-root", str(image_folder), "--mask", str(tmp_path / "idxs.npy"),
                  "--out", str(out)]) == 0
-    assert read_split(out) == {"a_class/001.png", "b_class/000.png"}  # sorted classes, sorted files
+    assert read_split(out) == {"cat/001.png", "dog/000.png", "fox/005.png"}  # sorted classes, sorted files
 
 
 @pytest.mark.parametrize("content,message", [
