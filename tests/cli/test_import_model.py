@@ -71,13 +71,15 @@ def test_wrapper_checkpoints_keep_their_head(study, tmp_path, fmt):
     load_classifier(out)  # rebuilds
 
 
-@pytest.mark.parametrize("source", ["open_clip_train", "open_clip_pt", "open_clip_safetensors"])
+@pytest.mark.parametrize("source", ["open_clip_train", "open_clip_pt", "open_clip_ddp_pt", "open_clip_safetensors"])
 def test_clips_without_a_head_get_the_zero_shot_head(study, tmp_path, source):
     path = tmp_path / ("ckpt.safetensors" if source.endswith("safetensors") else "ckpt.pt")
     if source == "open_clip_train":
         torch.save(ext.open_clip_train_checkpoint(study["clip"]), path)
     elif source == "open_clip_pt":
         torch.save(study["clip"], path)
+    elif source == "open_clip_ddp_pt":  # a state dict saved from a DDP wrapper: every key under module.
+        torch.save({"module." + k: v for k, v in study["clip"].items()}, path)
     else:
         save_file(study["clip"], path)
     out = tmp_path / "out" / "model.safetensors"
