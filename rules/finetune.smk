@@ -54,6 +54,7 @@ if IMPORTS:
             weights=layout.model_weights(layout.imported_id("{name}")),
             meta=layout.model_meta(layout.imported_id("{name}")),
         params:
+            model_id=lambda wildcards: layout.imported_id(wildcards.name),
             hparams=import_hparams_flag,
             require_head="--require-head" if config["imports"].get("require_head") else "",
         resources:
@@ -66,5 +67,5 @@ if IMPORTS:
             "../envs/torch.yaml"
         shell:
             "clipmerge import-model --source {input.source} --template {input.template}"
-            " --model-id imported_{wildcards.name} --hparams-json {params.hparams} {params.require_head}"
+            " --model-id {params.model_id} --hparams-json {params.hparams} {params.require_head}"
             " --out {output.weights} > {log} 2>&1"

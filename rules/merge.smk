@@ -1,6 +1,7 @@
-# Merges of finished fine-tunes, the workflow's own and imported ones alike (streamed tensor by tensor),
-# greedy soup on the held-out split, and Model Stock during training (its own fine-tuning run). A streamed merge's code inputs are the merge
-# command's and its own method's module, so editing one method reruns only its merge.
+# Merges of finished fine-tunes, the workflow's own and imported ones alike (streamed tensor by
+# tensor), greedy soup on the held-out split, and Model Stock during training (its own fine-tuning
+# run). A streamed merge's code inputs are the merge command's and its own method's module, so editing
+# one method reruns only its merge.
 
 
 rule merge_model_stock:

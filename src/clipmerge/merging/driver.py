@@ -82,9 +82,7 @@ class _Column(Sequence):
     def check_finite(self) -> None:
         """The exact NaN/inf check of every input's tensor, naming the file."""
         for i, reader in enumerate(self._readers):
-            whole = self._rows is not None and self._rows.shape[1] * self._rows.dtype.itemsize == \
-                reader.offsets()[self._key][1] - reader.offsets()[self._key][0]
-            check_finite(self._rows[i] if whole else reader.get(self._key), self._key, reader.path)
+            check_finite(self._rows[i] if self._rows is not None else reader.get(self._key), self._key, reader.path)
 
 
 def merge_checkpoints(
@@ -136,18 +134,20 @@ def merge_checkpoints(
             for key in write_order(layout.specs):
                 anchor_tensor = anchor_reader.get(key) if anchor_reader else None
                 tensor_spec = layout.specs[key]
+                # The scratch's dtype: the inputs are read into it unchecked (whole rows, or blocks of
+                # columns when N rows do not fit), so a NaN/inf input is found in the result instead.
+                unchecked = scratch is not None and tensor_spec.dtype == scratch.dtype
+                numel = tensor_spec.nbytes // tensor_spec.dtype.itemsize
                 rows = None
-                if scratch is not None and tensor_spec.dtype == scratch.dtype:
-                    numel = tensor_spec.nbytes // tensor_spec.dtype.itemsize
-                    width = min(numel, scratch.numel() // len(inputs))  # < numel: read by blocks
-                    rows = scratch[: len(inputs) * width].view(len(inputs), width)
+                if unchecked and len(inputs) * numel <= scratch.numel():
+                    rows = scratch[: len(inputs) * numel].view(len(inputs), numel)
                 column = _Column(readers, key, rows)
                 try:
                     tensor, diagnostics = merge_tensor(column, anchor_tensor, **call_options)
-                    if rows is not None:  # the rows were read unchecked: a NaN/inf input spreads to the result
+                    if unchecked:  # a NaN/inf input spreads to the result
                         check_finite(tensor, key, "the merged model")
                 except ClipmergeError as e:
-                    if rows is not None:
+                    if unchecked:
                         column.check_finite()  # name the input that holds it, if one does
                     raise ClipmergeError(f"tensor {key!r}: {e}") from e
                 if diagnostics is not None:

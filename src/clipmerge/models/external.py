@@ -49,9 +49,11 @@ TEXT_LEFTOVERS = ("positional_embedding", "text_projection", "logit_scale", "tok
 
 @dataclass(frozen=True)
 class Format:
-    """A checkpoint layout: where its image tower lives, its head's keys, the keys it drops."""
+    """A checkpoint layout: the key prefix that identifies it, where its image tower lives, its head's
+    keys, the keys it drops."""
 
     name: str
+    signature: str  # a key prefix only this format has (formats are tried in order)
     visual: str  # prefix of the image tower's keys ("<prefix>visual.conv1.weight")
     head: tuple[str, str] | None  # (weight, bias) keys, None: the format has no classification head
     dropped: tuple[str, ...]  # exact keys that are read and discarded
@@ -63,17 +65,15 @@ class Format:
 
 
 FORMATS = (
-    Format("model_soups", "model.", ("classification_head.weight", "classification_head.bias"),
+    Format("model_soups", "model.visual.", "model.", ("classification_head.weight", "classification_head.bias"),
            tuple("model." + k for k in TEXT_LEFTOVERS)),
-    Format("wise_ft", "image_encoder.model.", ("classification_head.weight", "classification_head.bias"),
+    Format("wise_ft", "image_encoder.model.visual.", "image_encoder.model.",
+           ("classification_head.weight", "classification_head.bias"),
            tuple("image_encoder.model." + k for k in TEXT_LEFTOVERS)),
-    Format("clipmerge", "", HEAD, ()),
-    Format("open_clip", "", None, (*TEXT_LEFTOVERS, "attn_mask"), ("transformer.", "text.")),
+    Format("clipmerge", "head.weight", "", HEAD, ()),
+    # Last: any image tower without a head.
+    Format("open_clip", "visual.", "", None, (*TEXT_LEFTOVERS, "attn_mask"), ("transformer.", "text.")),
 )
-SIGNATURES = {  # a key only that format has
-    "model_soups": "model.visual.", "wise_ft": "image_encoder.model.visual.", "clipmerge": "head.weight",
-    "open_clip": "visual.",  # checked last: any image tower without a head
-}
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -118,7 +118,7 @@ def read_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bool]:
 def detect(path, state: Mapping[str, torch.Tensor]) -> Format:
     """The format whose signature key the checkpoint has; every key must belong to it."""
     for fmt in FORMATS:
-        if any(key.startswith(SIGNATURES[fmt.name]) for key in state):
+        if any(key.startswith(fmt.signature) for key in state):
             stray = next((key for key in sorted(state) if not fmt.owns(key)), None)
             if stray is not None:
                 raise ClipmergeError(f"{path}: looks like a {fmt.name} checkpoint, but key {stray!r} fits no "
