@@ -42,6 +42,14 @@ def train(task, tmp_path, seed=0, **recipe) -> tuple[dict[str, torch.Tensor], li
     return run.model.state_dict(), [json.loads(line) for line in trainer.history]
 
 
+def save_checkpoint(state_dir, step, weights, info, history):
+    """A checkpoint as one process writes it (Trainer.save without ranks)."""
+    path = resume.checkpoint_path(state_dir, step)
+    resume.start_checkpoint(path)
+    resume.write_checkpoint_weights(path, weights)
+    resume.complete_checkpoint(state_dir, path, step, info, history)
+
+
 def assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
@@ -141,7 +149,7 @@ def test_optimizer_state_round_trips_through_safetensors(task, tmp_path):
     tensors, groups = resume.optimizer_state(run.optimizer, run.param_names)
     assert "exp_avg/head.weight" in tensors and "exp_avg_sq/visual.conv1.weight" in tensors
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
-    resume.save_checkpoint(tmp_path / "ckpt", 2, {"opt": tensors}, {"groups": groups}, [])
+    save_checkpoint(tmp_path / "ckpt", 2, {"opt": tensors}, {"groups": groups}, [])
     saved = resume.load_latest_checkpoint(tmp_path / "ckpt")
     fresh, _ = make_trainer(task, tmp_path / "other", steps=2, no_decay_1d=True)
     other = fresh.runs[0]
@@ -153,10 +161,10 @@ def test_optimizer_state_round_trips_through_safetensors(task, tmp_path):
 
 def test_only_complete_checkpoints_count_and_older_ones_go(tmp_path):
     weights = {"w": {"x": torch.ones(2)}}
-    resume.save_checkpoint(tmp_path, 3, weights, {}, ["a"])
+    save_checkpoint(tmp_path, 3, weights, {}, ["a"])
     (tmp_path / "step_000000009").mkdir()  # a save killed before state.json
     assert resume.latest_step(tmp_path) == 3
-    resume.save_checkpoint(tmp_path, 6, weights, {"k": 1}, ["a", "b"])
+    save_checkpoint(tmp_path, 6, weights, {"k": 1}, ["a", "b"])
     assert sorted(p.name for p in Path(tmp_path).glob("step_*")) == ["step_000000006"]
     latest = resume.load_latest_checkpoint(tmp_path)
     assert (latest.step, latest.info["k"], latest.history) == (6, 1, ["a", "b"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from clipmerge.commands.training_args import add_training_args, setup_from_args
+from clipmerge.commands.training_args import add_training_args, relaunch_if_asked, setup_from_args
 from clipmerge.training import resume
 from clipmerge.training.finetune import finetune
 
@@ -17,10 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    relaunch_if_asked(args)
     # Handlers first: a signal during setup is honoured after the first step instead of killing us,
     # and one during the final writes is ignored (they complete, and the run has succeeded).
-    with resume.StopSignals() as signals:
-        setup = setup_from_args(args)
+    with resume.StopSignals() as signals, setup_from_args(args) as setup:
         if not finetune(setup, args.seed, checkpoint_every=args.checkpoint_every, workers=args.workers,
                         stop_requested=signals.requested):
             return resume.stop_exit_code(signals)

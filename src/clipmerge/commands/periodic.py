@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from clipmerge.commands.training_args import add_training_args, setup_from_args
+from clipmerge.commands.training_args import add_training_args, relaunch_if_asked, setup_from_args
 from clipmerge.training import resume
 from clipmerge.training.periodic import check_seeds, train_periodic
 
@@ -32,8 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_seeds(args.seeds)
-    with resume.StopSignals() as signals:
-        setup = setup_from_args(args)
+    relaunch_if_asked(args)
+    with resume.StopSignals() as signals, setup_from_args(args) as setup:
         if not train_periodic(setup, args.seeds, merge_every=args.merge_every, anchor=args.anchor,
                               reset_optimizer=args.reset_optimizer, checkpoint_every=args.checkpoint_every,
                               workers=args.workers, stop_requested=signals.requested):

@@ -1,10 +1,15 @@
-"""The arguments `finetune` and `periodic` share, and the setup they build from them."""
+"""The arguments `finetune` and `periodic` share, how they start their ranks, and the setup they
+build from them."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from dataclasses import fields
 
+from clipmerge.errors import ClipmergeError
+from clipmerge.training import distributed
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.setup import Setup, prepare
 
@@ -20,14 +25,43 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=500,
                         help="optimizer steps between training-state checkpoints; 0 = only on SIGTERM/SIGUSR1")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (per rank)")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="start this many ranks on this node with torchrun, one GPU each (default 1: this "
+                             "process alone, unless torchrun or a multi-task srun started it as one rank)")
+    parser.add_argument("--dist-timeout", type=int, default=distributed.DEFAULT_TIMEOUT_S,
+                        help="seconds a rank waits for the others in a collective before failing "
+                             f"(default: {distributed.DEFAULT_TIMEOUT_S})")
     add_recipe_args(parser)
 
 
-def setup_from_args(args: argparse.Namespace) -> Setup:
-    return prepare(init=args.init, train_root=args.train_root, heldout=args.heldout, recipe=recipe_from_args(args),
-                   device=args.device, out=args.out, history=args.history, state_dir=args.state_dir,
-                   checkpoint_every=args.checkpoint_every, workers=args.workers)
+def relaunch_if_asked(args: argparse.Namespace) -> None:
+    """With ``--ranks N > 1`` and no launcher around this process: become torchrun starting N ranks.
+
+    Raises:
+        ClipmergeError: a launcher started a different number of ranks, or the node lacks the GPUs.
+    """
+    if args.ranks < 1:
+        raise ClipmergeError(f"--ranks must be >= 1, got {args.ranks}")
+    launch = distributed.launched()
+    if launch is not None:
+        if args.ranks not in (1, launch.size):
+            raise ClipmergeError(f"--ranks {args.ranks}, but the launcher started {launch.size} ranks")
+    elif args.ranks > 1:
+        distributed.check_gpus_for(args.ranks, args.device)
+        distributed.relaunch_with_torchrun(args.ranks, args.argv)
+
+
+@contextlib.contextmanager
+def setup_from_args(args: argparse.Namespace) -> Iterator[Setup]:
+    """The training setup, its process group left (if any) when the command is done."""
+    setup = prepare(init=args.init, train_root=args.train_root, heldout=args.heldout, recipe=recipe_from_args(args),
+                    device=args.device, out=args.out, history=args.history, state_dir=args.state_dir,
+                    checkpoint_every=args.checkpoint_every, workers=args.workers, dist_timeout=args.dist_timeout)
+    try:
+        yield setup
+    finally:
+        distributed.leave(setup.ranks)
 
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,6 @@
-"""End-to-end fine-tuning of the zero-shot classifier with one seed, resumable (wise-ft/model-soups
-recipe; docs/finetune.md has every choice the papers leave open)."""
+"""End-to-end fine-tuning of the zero-shot classifier with one seed, resumable, in one process or
+data-parallel over the ranks of a launch (wise-ft/model-soups recipe; docs/finetune.md has every
+choice the papers leave open)."""
 
 from __future__ import annotations
 
@@ -25,13 +26,17 @@ def finetune(setup: Setup, seed: int, *, checkpoint_every: int, workers: int,
         resumable state saved.
     """
     name = f"seed{seed}"
-    seed_run = SeedRun(name, seed, load_classifier(setup.init), setup.data, setup.device, workers)
+    ranks = setup.ranks
+    seed_run = SeedRun(name, seed, load_classifier(setup.init), setup.data, setup.device, workers, data_parallel=ranks)
     fingerprint = {"recipe": setup.recipe.to_json(), "seed": seed, "train_size": len(setup.data.dataset)}
     trainer = Trainer([seed_run], setup.state_dir, checkpoint_every, fingerprint)
     if not trainer.fit(stop_requested=stop_requested):
         return False
-    write_result(seed_run.model, setup, trainer.history, model_id=layout.finetune_id(seed), method=layout.FINETUNE,
-                 seed=seed, hparams={**setup.data.hparams(), "device": str(setup.device)})
-    resume.clear_state(setup.state_dir)
-    log.info("fine-tuned %s in %.0f s -> %s", name, trainer.elapsed(), setup.out)
+    if ranks.is_main:
+        write_result(seed_run.model, setup, trainer.history, model_id=layout.finetune_id(seed),
+                     method=layout.FINETUNE, seed=seed,
+                     hparams={**setup.data.hparams(), "device": str(setup.device), "ranks": ranks.size})
+        resume.clear_state(setup.state_dir)
+        log.info("fine-tuned %s in %.0f s on %d rank(s) -> %s", name, trainer.elapsed(), ranks.size, setup.out)
+    ranks.barrier()
     return True

@@ -14,9 +14,11 @@ The authors have not released this code; the choices below are ours, each a flag
   is a function of the global step either way.
 - a merge also happens after the last step when the period does not divide the total steps, so the
   result is always a merge.
-- runs are stepped alternately in one process (memory: N models and N optimizer states); seed k's
-  draws do not depend on the other runs, so before the first merge run k is exactly
-  ``clipmerge finetune --seed k``.
+- in one process the runs are stepped alternately (memory: N models and N optimizer states); started
+  with one rank per seed (torchrun, srun) each rank trains its own seed and at a merge the ranks
+  all-gather the weights one tensor at a time, so no rank holds N models; every rank computes the same
+  merge, which on CPU is bit-identical to the one-process result. Seed k's draws do not depend on the
+  other runs, so before the first merge run k is exactly ``clipmerge finetune --seed k``.
 - the model's meta.json lists no ingredients (it is trained from the zero-shot model, like a
   fine-tune) and records its seeds in ``hparams.seeds``.
 - Model Stock options are the merge module's defaults (mean pairwise angle for N > 2, negative
@@ -53,13 +55,14 @@ def check_seeds(seeds: list[int]) -> None:
 
 
 def merge_states(
-    states: list[dict[str, torch.Tensor]], anchor: dict[str, torch.Tensor]
+    tensors_of: Callable[[str], list[torch.Tensor]], anchor: dict[str, torch.Tensor]
 ) -> tuple[dict[str, torch.Tensor], dict[str, TensorDiagnostics]]:
-    """Model Stock of N state dicts around ``anchor``, tensor by tensor (all on CPU)."""
+    """Model Stock of N models around ``anchor``, tensor by tensor; ``tensors_of(key)`` gives the N
+    models' tensor ``key`` (on CPU)."""
     merged, diagnostics = {}, {}
     for key, w0 in anchor.items():
         try:
-            merged[key], diagnostics[key] = model_stock([state[key] for state in states], w0)
+            merged[key], diagnostics[key] = model_stock(tensors_of(key), w0)
         except ClipmergeError as e:
             raise ClipmergeError(f"tensor {key!r}: {e}") from e
     return merged, diagnostics
@@ -77,8 +80,8 @@ class PeriodicTrainer(Trainer):
     """
 
     def __init__(self, runs, state_dir, checkpoint_every, fingerprint, *, anchor, period, anchor_mode,
-                 reset_optimizer):
-        super().__init__(runs, state_dir, checkpoint_every, fingerprint)
+                 reset_optimizer, seed_ranks=None):
+        super().__init__(runs, state_dir, checkpoint_every, fingerprint, seed_ranks)
         self.anchor, self.period = anchor, period
         self.anchor_mode, self.reset_optimizer = anchor_mode, reset_optimizer
         self.merge_history: list[dict] = []
@@ -88,9 +91,15 @@ class PeriodicTrainer(Trainer):
             self.merge(done)
 
     def merge(self, done: int) -> None:
-        """Merge the runs' current weights and load the result into every run."""
-        states = [{k: v.detach().cpu() for k, v in run.model.state_dict().items()} for run in self.runs]
-        merged, diagnostics = merge_states(states, self.anchor)
+        """Merge the runs' current weights (seed-parallel: every rank's) and load the result into every run."""
+        states = [run.model.state_dict() for run in self.runs]
+        if self.seed_parallel:
+            def tensors_of(key):
+                return [t.cpu() for t in self.ranks.gather(states[0][key].detach())]
+        else:
+            def tensors_of(key):
+                return [state[key].detach().cpu() for state in states]
+        merged, diagnostics = merge_states(tensors_of, self.anchor)
         for run in self.runs:
             run.model.load_state_dict(merged)
             if self.reset_optimizer:
@@ -111,6 +120,9 @@ class PeriodicTrainer(Trainer):
         weights = {"anchor": self.anchor} if self.anchor_mode == "merged" else {}
         return weights, {"merge_history": self.merge_history}
 
+    def extra_names(self) -> list[str]:
+        return ["anchor"] if self.anchor_mode == "merged" else []
+
     def load_extra_state(self, checkpoint: resume.Checkpoint) -> None:
         if self.anchor_mode == "merged":
             self.anchor = checkpoint.weights["anchor"]
@@ -122,30 +134,43 @@ class PeriodicTrainer(Trainer):
 
 def train_periodic(setup: Setup, seeds: list[int], *, merge_every: str | int, anchor: str, reset_optimizer: bool,
                    checkpoint_every: int, workers: int, stop_requested: Callable[[], bool]) -> bool:
-    """Train ``seeds`` in lockstep with periodic Model Stock merges and write the final merge.
+    """Train ``seeds`` (in lockstep, or one per rank) with periodic Model Stock merges and write the final merge.
 
     Returns:
         True when finished (outputs written, training state cleared), False when stopped with the
         resumable state saved.
+
+    Raises:
+        ClipmergeError: started with a number of ranks other than one per seed.
     """
     check_seeds(seeds)
+    ranks = setup.ranks
+    if ranks.grouped and ranks.size != len(seeds):
+        raise ClipmergeError(f"periodic Model Stock trains one seed per rank: {len(seeds)} seeds need "
+                             f"{len(seeds)} ranks, not {ranks.size} (or one process, which steps them in turn)")
     period = setup.data.steps_per_epoch if merge_every == "epoch" else merge_every
-    # The workers are shared out: runs take turns, so more would mostly sit idle.
-    run_workers = max(1, workers // len(seeds)) if workers else 0
+    if ranks.grouped:
+        mine, run_workers = [seeds[ranks.rank]], workers
+    else:  # the runs take turns, so more workers would mostly sit idle
+        mine, run_workers = seeds, max(1, workers // len(seeds)) if workers else 0
     runs = [SeedRun(f"seed{seed}", seed, load_classifier(setup.init), setup.data, setup.device, run_workers)
-            for seed in seeds]
+            for seed in mine]
     options = {"seeds": seeds, "merge_every": merge_every, "anchor": anchor, "reset_optimizer": reset_optimizer}
     fingerprint = {"recipe": setup.recipe.to_json(), **options, "train_size": len(setup.data.dataset)}
     trainer = PeriodicTrainer(
         runs, setup.state_dir, checkpoint_every, fingerprint,
         anchor=load_weights(setup.init), period=period, anchor_mode=anchor, reset_optimizer=reset_optimizer,
+        seed_ranks=ranks,
     )
     if not trainer.fit(stop_requested=stop_requested):
         return False
-    write_result(runs[0].model, setup, trainer.history, model_id=METHOD, method=METHOD, seed=None,
-                 hparams={**setup.data.hparams(), **options, "merge_period_steps": period,
-                          "device": str(setup.device)})
-    write_json(setup.out.with_name(layout.MERGE_HISTORY), trainer.merge_history)
-    resume.clear_state(setup.state_dir)
-    log.info("periodic Model Stock of %s: %d merges -> %s", seeds, len(trainer.merge_history), setup.out)
+    if ranks.is_main:
+        write_result(runs[0].model, setup, trainer.history, model_id=METHOD, method=METHOD, seed=None,
+                     hparams={**setup.data.hparams(), **options, "merge_period_steps": period,
+                              "device": str(setup.device), "ranks": ranks.size})
+        write_json(setup.out.with_name(layout.MERGE_HISTORY), trainer.merge_history)
+        resume.clear_state(setup.state_dir)
+        log.info("periodic Model Stock of %s: %d merges on %d rank(s) -> %s", seeds, len(trainer.merge_history),
+                 ranks.size, setup.out)
+    ranks.barrier()
     return True

@@ -51,30 +51,34 @@ def _complete_checkpoints(state_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def save_checkpoint(
-    state_dir: str | Path,
-    step: int,
-    weights: dict[str, dict[str, torch.Tensor]],
-    info: dict,
-    history: list[str],
-) -> Path:
-    """Write checkpoint ``step`` (``weights[name]`` -> ``name.safetensors``), then drop older ones."""
-    state_dir = Path(state_dir)
-    path = state_dir / f"step_{step:09d}"
-    if path.exists():  # a leftover of a save that was killed before state.json
+def checkpoint_path(state_dir: str | Path, step: int) -> Path:
+    return Path(state_dir) / f"step_{step:09d}"
+
+
+def start_checkpoint(path: Path) -> None:
+    """An empty folder for a checkpoint (a leftover of a save killed before state.json is removed)."""
+    if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
+
+
+def write_checkpoint_weights(path: Path, weights: dict[str, dict[str, torch.Tensor]]) -> None:
+    """``weights[name]`` -> ``<path>/<name>.safetensors`` (ranks write their own files side by side)."""
     for name, tensors in weights.items():
         save_weights(tensors, path / f"{name}.safetensors")
+
+
+def complete_checkpoint(state_dir: str | Path, path: Path, step: int, info: dict, history: list[str]) -> None:
+    """Write the history and, last, state.json (the mark of a complete checkpoint); drop older ones."""
     atomic_write(path / HISTORY_FILE, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in history)))
     write_json(path / STATE_FILE, {"step": step, **info})
+    state_dir = Path(state_dir)
     for _, old in _complete_checkpoints(state_dir):
         if old != path:
             shutil.rmtree(old)
     for leftover in state_dir.glob("step_*"):
         if leftover != path and not (leftover / STATE_FILE).is_file():
             shutil.rmtree(leftover)
-    return path
 
 
 def latest_step(state_dir: str | Path) -> int | None:
@@ -83,14 +87,16 @@ def latest_step(state_dir: str | Path) -> int | None:
     return complete[-1][0] if complete else None
 
 
-def load_latest_checkpoint(state_dir: str | Path) -> Checkpoint | None:
-    """The newest complete checkpoint in ``state_dir``, or None if there is none."""
+def load_latest_checkpoint(state_dir: str | Path, names: list[str] | None = None) -> Checkpoint | None:
+    """The newest complete checkpoint in ``state_dir`` (of its weight files, only ``names`` if given:
+    a rank reads its own run's), or None if there is none."""
     complete = _complete_checkpoints(Path(state_dir))
     if not complete:
         return None
     step, path = complete[-1]
     info = read_json(path / STATE_FILE)
-    weights = {f.name.removesuffix(".safetensors"): load_weights(f) for f in sorted(path.glob("*.safetensors"))}
+    files = sorted(path.glob("*.safetensors"))
+    weights = {f.stem: load_weights(f) for f in files if names is None or f.stem in names}
     history = (path / HISTORY_FILE).read_text().splitlines()
     return Checkpoint(step, info, weights, history)
 
@@ -168,7 +174,9 @@ def ignore_stop_signals(worker_id: int) -> None:
 
 
 def stop_exit_code(signals: StopSignals) -> int:
-    """Exit code after a signal-triggered save: 128 + signal number, as if the signal had killed us."""
-    log.warning("stopped by signal %d with the training state saved; rerun the same command to resume",
-                signals.received)
-    return 128 + signals.received
+    """Exit code after a signal-triggered save: 128 + signal number, as if the signal had killed us
+    (SIGTERM's for a rank that stopped because another rank was signalled)."""
+    received = signals.received or signal.SIGTERM
+    log.warning("stopped by signal %d%s with the training state saved; rerun the same command to resume",
+                received, "" if signals.received else " to another rank")
+    return 128 + received

@@ -8,6 +8,7 @@ signal, and raises on a non-finite loss. Outputs (model, meta.json, history) are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -27,6 +29,7 @@ from clipmerge.models.classifier import ImageClassifier
 from clipmerge.models.device import autocast, loader_kwargs
 from clipmerge.training import resume
 from clipmerge.training.augment import SeededAugmentation, train_transform
+from clipmerge.training.distributed import Ranks
 from clipmerge.training.mixup import mixup, mixup_loss
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.sampler import StepBatchSampler
@@ -108,6 +111,25 @@ class NonFiniteLoss(ClipmergeError):
     """The loss or gradient norm of an optimizer step is NaN or infinite."""
 
 
+def micro_share(recipe: Recipe, ranks: Ranks) -> range:
+    """The micro-batches of every step that this rank computes under data-parallel training.
+
+    The recipe's ``accum_steps`` micro-batches of ``batch_size / accum_steps`` images are dealt out in
+    contiguous blocks, so a step's samples, its mixup pairs and its gradient (the mean over the whole
+    batch) are the same for any number of ranks; only the summation order of the gradient differs.
+
+    Raises:
+        ClipmergeError: the ranks cannot share the micro-batches evenly.
+    """
+    if recipe.accum_steps % ranks.size:
+        raise ClipmergeError(
+            f"batch_size {recipe.batch_size} in accum_steps {recipe.accum_steps} micro-batches cannot be split "
+            f"over {ranks.size} ranks: set accum_steps to a multiple of {ranks.size} (each rank then computes "
+            f"accum_steps / {ranks.size} micro-batches of batch_size / accum_steps images per step)")
+    per_rank = recipe.accum_steps // ranks.size
+    return range(ranks.rank * per_rank, (ranks.rank + 1) * per_rank)
+
+
 class SeedRun:
     """One seed's model, optimizer and data stream.
 
@@ -118,11 +140,20 @@ class SeedRun:
         data: the shared training data.
         device: where to train.
         workers: DataLoader worker processes for this run.
+        data_parallel: the ranks that train this one run together (DDP, each on its share of every
+            step); by default this process trains it alone.
     """
 
-    def __init__(self, name: str, seed: int, model: ImageClassifier, data: TrainData, device, workers: int):
+    def __init__(self, name: str, seed: int, model: ImageClassifier, data: TrainData, device, workers: int,
+                 data_parallel: Ranks | None = None):
         self.name, self.seed, self.data, self.device, self.workers = name, seed, data, device, workers
+        self.ranks = data_parallel or Ranks.single()
+        self.micros = micro_share(data.recipe, self.ranks)
         self.model = model.to(device).train()
+        # DDP averages the ranks' gradients in buckets during backward, each micro-batch but the last
+        # under no_sync(); it also broadcasts rank 0's weights at construction.
+        self.forward = self.model if not self.ranks.grouped else DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.param_names = build_optimizer(self.model, data.recipe)
         self._batches = None
 
@@ -134,7 +165,8 @@ class SeedRun:
         """Open the data stream at optimizer step ``step``."""
         recipe = self.data.recipe
         sampler = StepBatchSampler(
-            len(self.data.dataset), self.seed, recipe.batch_size, recipe.accum_steps, step, self.data.total_steps
+            len(self.data.dataset), self.seed, recipe.batch_size, recipe.accum_steps, step, self.data.total_steps,
+            self.micros,
         )
         loader = DataLoader(
             SeededAugmentation(self.data.dataset, self.data.transform, self.seed),
@@ -164,19 +196,25 @@ class SeedRun:
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        for micro in range(recipe.accum_steps):
+        for micro in self.micros:
             images, labels = next(self._batches)
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             batch = mixup(images, labels, recipe.mixup_alpha, derive_seed(self.seed, MIXUP, step, micro))
-            with autocast(self.device):
-                logits = self.model(batch.images)
-            loss = mixup_loss(logits.float(), batch, recipe.label_smoothing)
-            # Micro-batch means weighted by their share of the batch: the gradient of the batch mean.
-            (loss * (len(labels) / recipe.batch_size)).backward()
+            last = micro == self.micros[-1]
+            with contextlib.ExitStack() as scope:
+                if not last and self.ranks.grouped:
+                    scope.enter_context(self.forward.no_sync())
+                with autocast(self.device):
+                    logits = self.forward(batch.images)
+                loss = mixup_loss(logits.float(), batch, recipe.label_smoothing)
+                # Micro-batch means weighted by their share of the batch: the gradient of the batch mean
+                # (times the number of ranks, which DDP's average divides out again).
+                (loss * (len(labels) * self.ranks.size / recipe.batch_size)).backward()
             loss_sum += loss.detach() * len(labels)
             correct += (logits.detach().argmax(dim=1) == labels).sum()
-        mean_loss = float(loss_sum) / recipe.batch_size
+        totals = self.ranks.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
+        mean_loss, correct = float(totals[0]) / recipe.batch_size, int(totals[1])
         if not math.isfinite(mean_loss):
             raise NonFiniteLoss(f"{self.name}: loss is {mean_loss} at step {step + 1}")
         # Without clipping (max norm inf: grads are scaled by exactly 1) the norm still guards the update.
@@ -184,31 +222,49 @@ class SeedRun:
         if not torch.isfinite(norm):
             raise NonFiniteLoss(f"{self.name}: gradient norm is {float(norm)} at step {step + 1}")
         self.optimizer.step()
-        return {"loss": mean_loss, "lr": lr, "train_top1": 100.0 * int(correct) / recipe.batch_size}
+        return {"loss": mean_loss, "lr": lr, "train_top1": 100.0 * correct / recipe.batch_size}
+
+    def state_names(self) -> tuple[str, str]:
+        """This run's weight files in a checkpoint: its model and its optimizer tensors."""
+        return f"{self.name}.model", f"{self.name}.optimizer"
 
     def state(self) -> tuple[dict[str, dict[str, torch.Tensor]], list]:
-        """Weight files for a checkpoint (``<name>.model``, ``<name>.optimizer``) and the param groups."""
+        """Weight files for a checkpoint (:meth:`state_names`) and the param groups."""
         tensors, groups = resume.optimizer_state(self.optimizer, self.param_names)
-        return {f"{self.name}.model": self.model.state_dict(), f"{self.name}.optimizer": tensors}, groups
+        model, optimizer = self.state_names()
+        return {model: self.model.state_dict(), optimizer: tensors}, groups
 
     def load_state(self, weights: dict[str, dict[str, torch.Tensor]], groups: list) -> None:
-        self.model.load_state_dict(weights[f"{self.name}.model"])
-        resume.load_optimizer_state(self.optimizer, self.param_names, weights[f"{self.name}.optimizer"], groups)
+        model, optimizer = self.state_names()
+        self.model.load_state_dict(weights[model])
+        resume.load_optimizer_state(self.optimizer, self.param_names, weights[optimizer], groups)
 
 
 class Trainer:
     """Steps ``runs`` in lockstep from the last checkpoint in ``state_dir`` to the end of training.
 
+    Three layouts, one code path (the collectives of a single process are the identity):
+
+    - one process, one or more runs (``clipmerge finetune``; periodic Model Stock in lockstep);
+    - data-parallel: every rank holds the same one run (its :class:`SeedRun` was made with the
+      ranks), rank 0 writes checkpoints and history for all;
+    - seed-parallel (``seed_ranks``): every rank holds a different run, writes that run's part of each
+      checkpoint, and rank 0 completes it and writes the history of all runs.
+
     Args:
-        runs: the seed runs (all sharing one :class:`TrainData`).
+        runs: the seed runs of this process (all sharing one :class:`TrainData`).
         state_dir: where checkpoints and the live history go.
         checkpoint_every: save every this many optimizer steps (0: only on a stop signal).
         fingerprint: what must match for a checkpoint to be resumed (recipe, seeds, data size, ...).
+        seed_ranks: the ranks of a seed-parallel job (one run each).
     """
 
-    def __init__(self, runs: list[SeedRun], state_dir, checkpoint_every: int, fingerprint: dict):
+    def __init__(self, runs: list[SeedRun], state_dir, checkpoint_every: int, fingerprint: dict,
+                 seed_ranks: Ranks | None = None):
         self.runs, self.state_dir = runs, Path(state_dir)
-        self.data = runs[0].data
+        self.data, self.device = runs[0].data, runs[0].device
+        self.ranks = seed_ranks or runs[0].ranks
+        self.seed_parallel = seed_ranks is not None and seed_ranks.grouped
         self.checkpoint_every, self.fingerprint = checkpoint_every, fingerprint
         self.history: list[str] = []
         self.elapsed_before = 0.0  # training seconds of earlier (interrupted) processes
@@ -220,20 +276,24 @@ class Trainer:
         """Called after every run has made ``done`` optimizer steps."""
 
     def extra_state(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-        """Extra weight files and state.json entries to checkpoint."""
+        """Extra weight files (written by rank 0) and state.json entries to checkpoint."""
         return {}, {}
+
+    def extra_names(self) -> list[str]:
+        """The weight files :meth:`extra_state` may write (each rank reads them back)."""
+        return []
 
     def load_extra_state(self, checkpoint: resume.Checkpoint) -> None:
         """Restore what :meth:`extra_state` saved."""
 
     def history_fields(self, run: SeedRun) -> dict:
-        """Extra fields of a run's history lines."""
+        """Extra (integer) fields of a run's history lines."""
         return {}
 
     # ---------------------------------------------------------------------------------------------
 
     def fit(self, stop_requested: Callable[[], bool] = lambda: False) -> bool:
-        """Train to the end, or until ``stop_requested()`` after a step (then checkpoint).
+        """Train to the end, or until ``stop_requested()`` after a step on any rank (then checkpoint).
 
         Returns:
             True if training finished, False if it stopped on request (the state is saved).
@@ -244,17 +304,22 @@ class Trainer:
         start = self._restore()
         total = self.data.total_steps
         live = self._open_live_history()
-        bar = tqdm(total=total, initial=start, desc=", ".join(r.name for r in self.runs), mininterval=2)
+        bar = tqdm(total=total, initial=start, desc=", ".join(r.name for r in self.runs), mininterval=2,
+                   disable=not self.ranks.is_main)
         try:
             for run in self.runs:
                 run.start(start)
             for step in range(start, total):
-                for run in self.runs:
-                    self._train_step(run, step, live, bar)
+                lines = [self._train_step(run, step, bar) for run in self.runs]
+                for line in self._all_lines(lines):
+                    self.history.append(line)
+                    live.write(line + "\n")
+                live.flush()
                 bar.update(1)
                 done = step + 1
                 self.after_step(done)
-                if stop_requested():
+                # Every rank must stop at the same step, whichever of them was signalled.
+                if self.ranks.any(stop_requested(), self.device):
                     self.save(done)
                     return False
                 if self.checkpoint_every and done % self.checkpoint_every == 0 and done < total:
@@ -266,7 +331,7 @@ class Trainer:
             for run in self.runs:
                 run.stop()
 
-    def _train_step(self, run: SeedRun, step: int, live, bar) -> None:
+    def _train_step(self, run: SeedRun, step: int, bar) -> dict:
         began = time.perf_counter()
         try:
             record = run.train_step(step)
@@ -279,39 +344,56 @@ class Trainer:
             raise NonFiniteLoss(f"{e} (epoch {step // self.data.steps_per_epoch}); stopped, {kept}. "
                                 "Lower --lr or raise --warmup-steps") from None
         seconds = time.perf_counter() - began
-        line = json.dumps({
+        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+        return {
             "step": step + 1,
             **self.history_fields(run),
             "epoch": step // self.data.steps_per_epoch,
             **record,
             "images_per_s": round(self.data.recipe.batch_size / seconds, 2),
             "elapsed_s": round(self.elapsed(), 3),
-        })
-        self.history.append(line)
-        live.write(line + "\n")
-        live.flush()
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
+        }
+
+    def _all_lines(self, records: list[dict]) -> list[str]:
+        """This step's history lines of every run, in run order (seed-parallel: gathered from the ranks
+        as float64, which holds the records' numbers exactly)."""
+        if not self.seed_parallel:
+            return [json.dumps(r) for r in records]
+        (mine,) = records
+        rows = self.ranks.gather(torch.tensor([float(v) for v in mine.values()], dtype=torch.float64,
+                                              device=self.device))
+        return [json.dumps({k: type(mine[k])(v) for k, v in zip(mine, row.tolist(), strict=True)}) for row in rows]
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._t0
 
     def save(self, step: int) -> None:
-        weights, groups = {}, {}
-        for run in self.runs:
-            run_weights, groups[run.name] = run.state()
+        """Checkpoint ``step``: each rank writes its runs' files (data-parallel: rank 0 only, the others
+        hold the same), then rank 0 completes the checkpoint."""
+        own = self.seed_parallel or self.ranks.is_main
+        weights, groups = {}, []
+        for run in self.runs if own else []:
+            run_weights, groups = run.state()
             weights.update(run_weights)
-        extra_weights, extra_info = self.extra_state()
-        info = {
-            "fingerprint": self.fingerprint,
-            "optimizer_groups": groups,
-            "elapsed_s": self.elapsed(),
-            **extra_info,
-        }
-        path = resume.save_checkpoint(self.state_dir, step, {**weights, **extra_weights}, info, self.history)
-        log.info("saved training state at step %d to %s", step, path)
+        path = resume.checkpoint_path(self.state_dir, step)
+        if self.ranks.is_main:
+            resume.start_checkpoint(path)
+        self.ranks.barrier()
+        resume.write_checkpoint_weights(path, weights)
+        self.ranks.barrier()
+        if self.ranks.is_main:
+            extra_weights, extra_info = self.extra_state()
+            resume.write_checkpoint_weights(path, extra_weights)
+            # AdamW's param groups are the same for every run (one recipe; lr follows the global step).
+            info = {"fingerprint": self.fingerprint, "optimizer_groups": groups, "elapsed_s": self.elapsed(),
+                    **extra_info}
+            resume.complete_checkpoint(self.state_dir, path, step, info, self.history)
+            log.info("saved training state at step %d to %s", step, path)
+        self.ranks.barrier()
 
     def _restore(self) -> int:
-        checkpoint = resume.load_latest_checkpoint(self.state_dir)
+        files = [name for run in self.runs for name in run.state_names()] + self.extra_names()
+        checkpoint = resume.load_latest_checkpoint(self.state_dir, files)
         if checkpoint is None:
             return 0
         saved = checkpoint.info.get("fingerprint") or {}
@@ -322,7 +404,7 @@ class Trainer:
                 "delete that folder to start over"
             )
         for run in self.runs:
-            run.load_state(checkpoint.weights, checkpoint.info["optimizer_groups"][run.name])
+            run.load_state(checkpoint.weights, checkpoint.info["optimizer_groups"])
         self.load_extra_state(checkpoint)
         self.history = checkpoint.history
         self.elapsed_before = checkpoint.info["elapsed_s"]
@@ -331,7 +413,10 @@ class Trainer:
         return checkpoint.step
 
     def _open_live_history(self):
-        """The history so far, rewritten from the checkpoint, then appended to as steps complete."""
+        """The history so far, rewritten from the checkpoint, then appended to as steps complete
+        (by rank 0 only)."""
+        if not self.ranks.is_main:
+            return open(os.devnull, "w")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         live = open(self.state_dir / resume.HISTORY_FILE, "w")
         live.writelines(line + "\n" for line in self.history)
