@@ -28,11 +28,13 @@ from fixtures.training import make_tiny_task
 
 # batch 8 in 2 micro-batches of 4: one per rank with 2 ranks; mixup on, so a micro-batch's pairs matter.
 RECIPE = ["--batch-size", "8", "--accum-steps", "2", "--warmup-steps", "2", "--lr", "1e-3", "--mixup-alpha", "0.4"]
-# The largest |difference| between any weight of the 2-rank and the 1-process fine-tune: measured 0.0 (2 ranks
-# sum the same two micro-batch gradients in the same order, and batch sizes are powers of two, so DDP's
-# scaling is exact). Kept at rounding level rather than 0 so that a gloo or DDP change of summation order
-# (rounding, not a bug) does not fail the test.
-DDP_TOLERANCE = 1e-6
+# The largest |difference| between any weight of the 2-rank and the 1-process fine-tune after 6 steps, by
+# micro-batches per step. 2: measured 0.0 (each rank computes one micro-batch and the two gradients are
+# summed in the same order; batch sizes are powers of two, so DDP's scaling is exact), asserted exact.
+# 4: measured 6.5e-5: each rank sums its two micro-batches first, one process sums all four in turn, and
+# Adam turns that rounding into up to lr-sized steps where a gradient entry is near 0. The same single
+# process on 2 threads instead of 1 differs from itself by 4.2e-5, the same order: rounding.
+DDP_TOLERANCE = {"2": 0.0, "4": 2e-4}
 TIMEOUT = 300
 
 
@@ -114,8 +116,8 @@ def test_two_ranks_take_the_same_optimizer_steps_as_one_process(finetunes, accum
     single, ranks = finetunes / f"single_{accum}", finetunes / f"ranks_{accum}"
     difference = max_difference(single / "model.safetensors", ranks / "model.safetensors")
     print(f"\nlargest |weight difference|, 2 ranks vs 1 process, {accum} micro-batches, 6 steps: {difference:.3g}")
-    assert difference <= DDP_TOLERANCE
-    assert losses(ranks) == pytest.approx(losses(single), abs=1e-6)
+    assert difference <= DDP_TOLERANCE[accum]
+    assert losses(ranks) == pytest.approx(losses(single), abs=1e-4)
     meta = read_json(ranks / "meta.json")
     assert meta["hparams"]["ranks"] == 2 and meta["hparams"]["accum_steps"] == int(accum)
     assert not (ranks / "train_state").exists()  # rank 0 cleared the state when done
@@ -142,7 +144,7 @@ def test_a_signal_to_one_rank_saves_the_state_and_a_resume_on_another_world_size
     assert f"resumed from {tmp_path / 'train_state'} at step {stopped}" in resumed.stderr
     reference = tmp_path / "reference"
     run(command(task, reference, "finetune", "--steps", "40", "--ranks", "2"))
-    assert max_difference(tmp_path / "model.safetensors", reference / "model.safetensors") <= DDP_TOLERANCE
+    assert max_difference(tmp_path / "model.safetensors", reference / "model.safetensors") <= DDP_TOLERANCE["2"]
     assert losses(tmp_path) == pytest.approx(losses(reference), abs=1e-6)
 
 
