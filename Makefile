@@ -7,9 +7,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(CURDIR)/$(VENV)/bin
 STUDY ?= demo
 MLFLOW_PORT ?= 5000
+GPU_PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test test-slow lint mlflow-ui clean-demo
+.PHONY: setup demo test test-slow lint gpu-check mlflow-ui clean-demo
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,11 @@ test: setup
 
 test-slow: setup
 	$(BIN)/pytest -m "slow and not slurm"
+
+# On a machine with a GPU: the checks only CUDA can answer, with that machine's own Python and torch
+# (no venv, no network; benchmarks/gpu_check.py). Under 10 minutes on one GPU; without CUDA a smoke test.
+gpu-check:
+	PYTHONPATH=$(CURDIR)/src $(GPU_PYTHON) benchmarks/gpu_check.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

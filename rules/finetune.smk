@@ -2,9 +2,10 @@
 #
 # End-to-end fine-tuning, one job per seed. Params exclude the seed list, so adding a seed trains
 # only the new seed; any other fine-tuning key retrains every seed and what depends on them, except
-# checkpoint_every, which is a resource (how often the resumable state is saved changes no result).
-# {threads} = DataLoader workers: 1 by default (small CPU jobs run best side by side); the SLURM
-# profile raises it for GPU nodes.
+# checkpoint_every and gpus, which are resources (how often the resumable state is saved changes no
+# result; N GPUs train data-parallel, `--ranks N` starting N torchrun ranks, equal to rounding).
+# {threads} = DataLoader workers per rank: 1 by default (small CPU jobs run best side by side); the
+# SLURM profile raises it for GPU nodes.
 
 
 rule finetune:
@@ -22,7 +23,7 @@ rule finetune:
         root=train_root,
         flags=plan.result_flags(config, "finetune"),
     resources:
-        gpu=1,
+        gpu=plan.training_gpus(config, "finetune"),
         runtime=24 * 60,
         checkpoint_every=config["finetune"]["checkpoint_every"],
     log:
@@ -32,11 +33,13 @@ rule finetune:
     conda:
         "../envs/torch.yaml"
     shell:
-        # exec: the trainer replaces the shell, so a SLURM signal reaches it and Snakemake waits
-        # until its resumable state is saved.
+        # exec: the trainer (or torchrun, which it becomes for --ranks > 1) replaces the shell, so a
+        # SLURM signal reaches it and Snakemake waits
+        # until the resumable state is saved.
         "exec clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seed {wildcards.seed} {params.flags} --checkpoint-every {resources.checkpoint_every}"
-        " --workers {threads} --out {output.weights} --history {output.history} > {log} 2>&1"
+        " --workers {threads} --ranks {resources.gpu} --out {output.weights} --history {output.history}"
+        " > {log} 2>&1"
 
 
 if IMPORTS:

@@ -123,7 +123,7 @@ rule model_stock_periodic:
         flags=plan.result_flags(config, "finetune"),
         periodic=plan.result_flags(config, "model_stock_periodic"),
     resources:
-        gpu=1,
+        gpu=plan.training_gpus(config, "model_stock_periodic"),
         runtime=48 * 60,
         checkpoint_every=config["finetune"]["checkpoint_every"],
     log:
@@ -136,4 +136,5 @@ rule model_stock_periodic:
         # exec: see rules/finetune.smk.
         "exec clipmerge periodic --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seeds {params.seeds} {params.flags} {params.periodic} --checkpoint-every {resources.checkpoint_every}"
-        " --workers {threads} --out {output.weights} --history {output.history} > {log} 2>&1"
+        " --workers {threads} --ranks {resources.gpu} --out {output.weights} --history {output.history}"
+        " > {log} 2>&1"

@@ -55,10 +55,18 @@ def sbatch_options(args, rule, resources, threads) -> list[str]:
     return shlex.split(get_submit_command(job, params, settings=settings) + set_gres_string(job))
 
 
+TRAINING_RULES = ("finetune", "model_stock_periodic")
+
+
+def with_rule_gpus(rule, resources, gpus=1) -> dict:
+    """A training rule's own gpu resource (plan.training_gpus: the config's GPU count) under the profile's."""
+    return {"gpu": gpus, **resources} if rule in TRAINING_RULES else resources
+
+
 @pytest.mark.parametrize("rule", GPU_RULES)
 def test_gpu_rules_ask_for_one_gpu_of_any_type_by_default(no_cluster_env, rule):
     args = profile_args()
-    resources = rule_resources(args, rule, job_threads(args, rule))
+    resources = with_rule_gpus(rule, rule_resources(args, rule, job_threads(args, rule)))
     options = sbatch_options(args, rule, resources, job_threads(args, rule))
     assert "--gpus=1" in options
     # 8 threads = 8 DataLoader workers per GPU
@@ -84,7 +92,7 @@ def test_cluster_facts_come_from_the_environment(no_cluster_env):
     no_cluster_env.setenv("SLURM_GPU_MODEL", "a100")
     args = profile_args()
     for rule in GPU_RULES:
-        resources = rule_resources(args, rule, job_threads(args, rule))
+        resources = with_rule_gpus(rule, rule_resources(args, rule, job_threads(args, rule)))
         assert "--gpus=a100:1" in sbatch_options(args, rule, resources, job_threads(args, rule))
         assert (resources["slurm_partition"], resources["slurm_account"]) == ("gpu", "proj42")
     cpu = rule_resources(args, "merge_uniform_soup", job_threads(args, "merge_uniform_soup"))
@@ -110,6 +118,16 @@ def test_plugin_renders_model_and_count_as_one_gpus_option(no_cluster_env):
     assert "--gpus=a100:2" in options and not any(o.startswith("--gres") for o in options)
 
 
+@pytest.mark.parametrize("rule", TRAINING_RULES)
+def test_training_gpus_come_from_the_rule_and_reach_sbatch_as_one_task(no_cluster_env, rule):
+    """The profile leaves a training job's GPU count to the rule (the config's gpus), and a 4-GPU job is
+    one task with 4 GPUs: its command starts the 4 ranks itself (torchrun), so no --ntasks-per-gpu."""
+    args = profile_args()
+    assert "gpu" not in args.set_resources[rule]
+    options = sbatch_options(args, rule, with_rule_gpus(rule, rule_resources(args, rule, 8), gpus=4), 8)
+    assert "--gpus=4" in options and not any(o.startswith(("--ntasks", "--gres")) for o in options)
+
+
 @pytest.mark.parametrize("rule", ["finetune", "model_stock_periodic"])
 def test_training_is_signalled_before_its_time_limit_and_requeued_on_preemption(no_cluster_env, rule):
     args = profile_args()
@@ -122,7 +140,9 @@ def test_profile_settings(no_cluster_env):
     assert args.executor == "slurm" and args.retries == 2 and args.rerun_incomplete and args.printshellcmds
     assert args.latency_wait == 60 and args.groups == {"evaluate": "evaluate"} and args.group_components == {
         "evaluate": 6}
-    # each evaluation batch is one job with one GPU, and GPUs are not tallied across jobs
-    assert args.resources["gpu"].value == 1 and args.set_resource_scopes == {"gpu": "local"}
+    # each evaluation batch runs one evaluation at a time (a per-job pool, not tallied across jobs); no
+    # limit on gpu, which Snakemake would impose on every job (a training job's 4 GPUs would become 1)
+    assert args.resources["eval_slot"].value == 1 and args.set_resource_scopes == {"eval_slot": "local"}
+    assert "gpu" not in args.resources and args.set_resources["evaluate"]["eval_slot"].value == 1
     assert args.rerun_triggers == profile_args("--rerun-triggers", "mtime", "params", "input", "software-env",
                                                "code").rerun_triggers  # the defaults, unchanged

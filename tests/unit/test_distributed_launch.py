@@ -22,7 +22,8 @@ def test_torchrun_variables_make_a_rank():
 
 
 def test_a_multi_task_srun_step_makes_a_rank_with_a_port_from_the_job_id():
-    assert launched(SRUN) == Launch(rank=2, size=4, local_rank=0, master_addr="gpu12", master_port=20000 + 123456 % 20000)
+    port = 20000 + 123456 % 20000
+    assert launched(SRUN) == Launch(rank=2, size=4, local_rank=0, master_addr="gpu12", master_port=port)
     assert launched({**SRUN, "MASTER_PORT": "31000"}).master_port == 31000
 
 

@@ -156,3 +156,38 @@ def test_hparams_without_an_imported_name_is_named(with_imports):
     with_imports["imports"]["names"].append("model_9")
     with pytest.raises(ClipmergeError, match=r"has no entry for \['model_9'\]"):
         plan.import_hparams(with_imports)
+
+
+def test_training_gpus_default_to_one_per_finetune_and_one_per_periodic_seed(config):
+    assert plan.training_gpus(config, "finetune") == 1
+    seeds = plan.method_seeds(config, "model_stock_periodic")
+    assert plan.training_gpus(config, "model_stock_periodic") == len(seeds) >= 2
+    config["merge"]["model_stock_periodic"]["gpus"] = 1  # lockstep on one GPU
+    assert plan.training_gpus(config, "model_stock_periodic") == 1
+
+
+def test_gpus_are_resources_not_params_nor_provenance(config):
+    def identity():
+        return (plan.result_flags(config, "finetune"), plan.result_flags(config, "model_stock_periodic"),
+                {m: plan.config_hash(config, m) for m in plan.model_ids(config)})
+    before = identity()
+    config["finetune"]["gpus"] = 1
+    config["merge"]["model_stock_periodic"]["gpus"] = 1
+    assert identity() == before
+    config["merge"]["model_stock_periodic"]["seeds"] = [1, 2]  # the seeds do define the model
+    assert plan.config_hash(config, "model_stock_periodic") != before[2]["model_stock_periodic"]
+
+
+@pytest.mark.parametrize(("section", "gpus", "message"), [
+    ("finetune", 4, r"finetune.gpus 4: batch_size \d+ in accum_steps 2 micro-batches cannot be split over 4 ranks"),
+    ("model_stock_periodic", 3, r"model_stock_periodic.gpus: 3; 1 \(the seeds in turn on one GPU\) or 2"),
+])
+def test_gpu_counts_that_cannot_work_stop_before_any_job(config, section, gpus, message):
+    config["finetune"]["accum_steps"] = 2
+    config["merge"]["model_stock_periodic"]["seeds"] = [0, 1]
+    (config["finetune"] if section == "finetune" else config["merge"]["model_stock_periodic"])["gpus"] = gpus
+    with pytest.raises(ClipmergeError, match=message):
+        plan.check_methods(config)
+    config["finetune"]["accum_steps"] = 4
+    if section == "finetune":
+        assert plan.training_gpus(config, "finetune") == 4

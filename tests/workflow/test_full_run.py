@@ -243,6 +243,8 @@ def test_editing_the_table_code_reruns_only_the_table_and_the_summary(run_dir):
 def test_settings_that_change_no_result_rerun_nothing(run_dir):
     def tweak(config):
         config["finetune"]["checkpoint_every"] = 7  # how often the resumable state is saved
+        # the GPUs of periodic Model Stock: its seeds in lockstep instead of one rank each (bit-identical)
+        config["merge"]["model_stock_periodic"]["gpus"] = 1
     assert planned_jobs(run_dir, configfile=edited_config(run_dir, tweak)) == {}
     # Renaming the MLflow experiment re-logs every run, and retrains or re-evaluates nothing.
     jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, lambda c: c.update(mlflow={"experiment": "x"})))

@@ -66,6 +66,18 @@ class Recipe:
             hint = " (accum_steps must divide batch_size)" if "accum_steps" in bad else ""
             raise ClipmergeError(f"invalid fine-tuning recipe: {values}{hint}")
 
+    def check_split(self, ranks: int) -> None:
+        """Data-parallel training deals each step's ``accum_steps`` micro-batches out to ``ranks`` ranks.
+
+        Raises:
+            ClipmergeError: they do not split evenly.
+        """
+        if self.accum_steps % ranks:
+            raise ClipmergeError(
+                f"batch_size {self.batch_size} in accum_steps {self.accum_steps} micro-batches cannot be split "
+                f"over {ranks} ranks: set accum_steps to a multiple of {ranks} (each rank then computes "
+                f"accum_steps / {ranks} micro-batches of batch_size / accum_steps images per step)")
+
     @property
     def micro_batch_size(self) -> int:
         return self.batch_size // self.accum_steps

@@ -121,11 +121,7 @@ def micro_share(recipe: Recipe, ranks: Ranks) -> range:
     Raises:
         ClipmergeError: the ranks cannot share the micro-batches evenly.
     """
-    if recipe.accum_steps % ranks.size:
-        raise ClipmergeError(
-            f"batch_size {recipe.batch_size} in accum_steps {recipe.accum_steps} micro-batches cannot be split "
-            f"over {ranks.size} ranks: set accum_steps to a multiple of {ranks.size} (each rank then computes "
-            f"accum_steps / {ranks.size} micro-batches of batch_size / accum_steps images per step)")
+    recipe.check_split(ranks.size)
     per_rank = recipe.accum_steps // ranks.size
     return range(ranks.rank * per_rank, (ranks.rank + 1) * per_rank)
 

@@ -10,11 +10,14 @@ from pathlib import Path
 from clipmerge import layout
 from clipmerge.data.layouts import LAYOUTS
 from clipmerge.errors import ClipmergeError
+from clipmerge.training.recipe import Recipe
 
-# Config keys that never change a result, so they are kept out of a rule's params (a params change
-# reruns the job): fine-tuning's seeds are the {seed} wildcard, checkpoint_every reaches the trainer
-# as a resource.
-NOT_PARAMS = {"finetune": {"seeds", "checkpoint_every"}, "model_stock_periodic": {"seeds"}}
+# Config keys that change no result: how often the resumable state is saved, and the GPUs (ranks) of a
+# training job, whose results agree to rounding. They reach the trainer as resources.
+RESOURCE_KEYS = {"finetune": {"checkpoint_every", "gpus"}, "model_stock_periodic": {"gpus"}}
+# Keys kept out of a rule's params (a params change reruns the job): those, and the seeds, which are the
+# {seed} wildcard of a fine-tune and a param of their own for periodic Model Stock.
+NOT_PARAMS = {section: keys | {"seeds"} for section, keys in RESOURCE_KEYS.items()}
 
 
 def uses_world(config: dict) -> bool:
@@ -113,6 +116,34 @@ def method_seeds(config: dict, method: str) -> list[int]:
     return seeds
 
 
+def training_gpus(config: dict, rule: str) -> int:
+    """GPUs of a training job, one rank each (the rule's ``gpu`` resource and ``--ranks``).
+
+    ``finetune.gpus`` (default 1): N > 1 trains each fine-tune data-parallel over N ranks, which share
+    each step's ``accum_steps`` micro-batches. ``merge.model_stock_periodic.gpus`` (default: one per
+    seed) trains each seed on its own rank; 1 steps the seeds in turn in one process (one GPU).
+    """
+    if rule == "finetune":
+        gpus = config["finetune"].get("gpus", 1)
+        recipe_split(config, gpus)
+        return gpus
+    seeds = method_seeds(config, "model_stock_periodic")
+    gpus = config["merge"].get("model_stock_periodic", {}).get("gpus", len(seeds))
+    if gpus not in (1, len(seeds)):
+        raise ClipmergeError(f"merge.model_stock_periodic.gpus: {gpus}; 1 (the seeds in turn on one GPU) or "
+                             f"{len(seeds)} (one per seed)")
+    return gpus
+
+
+def recipe_split(config: dict, ranks: int) -> None:
+    """The fine-tuning recipe's micro-batches must split over ``ranks`` (Recipe.check_split)."""
+    section = config["finetune"]
+    try:
+        Recipe(**{k: section[k] for k in ("batch_size", "accum_steps") if k in section}).check_split(ranks)
+    except ClipmergeError as e:
+        raise ClipmergeError(f"finetune.gpus {ranks}: {e}") from None
+
+
 def wise_ft_cfg(config: dict) -> dict:
     """WiSE-FT's ``alphas`` and the fine-tune it interpolates with the zero-shot model: ``model`` (any
     fine-tune), else the fine-tune of ``seed``, else the first fine-tune."""
@@ -134,7 +165,9 @@ def check_methods(config: dict) -> None:
         if method in methods:
             merge_inputs(config, method)
     if "model_stock_periodic" in methods:
-        method_seeds(config, "model_stock_periodic")
+        training_gpus(config, "model_stock_periodic")
+    if config["finetune"]["seeds"]:
+        training_gpus(config, "finetune")
     if layout.WISE_FT in methods:
         wise_ft_cfg(config)
 
@@ -228,7 +261,9 @@ def config_hash(config: dict, model: str) -> str:
     elif parsed.kind == layout.WISE_FT:
         sections["merge"] = {"alpha": parsed.alpha, "model": wise_ft_cfg(config)["model"]}
     elif parsed.kind not in (layout.ZEROSHOT, layout.IMPORTED):
-        sections["merge"] = {"method": model, **config["merge"].get(model, {})}
+        method_cfg = config["merge"].get(model, {})
+        sections["merge"] = {"method": model,
+                             **{k: v for k, v in method_cfg.items() if k not in RESOURCE_KEYS.get(model, ())}}
         if model in ("uniform_soup", "greedy_soup"):
             sections["merge"]["seeds"] = config["finetune"]["seeds"]
     blob = json.dumps(sections, sort_keys=True, default=str).encode()
