@@ -148,18 +148,33 @@ def test_every_non_local_job_went_through_slurm(runs):
     assert {job["State"] for job in jobs} == {"COMPLETED"}
 
 
-def test_gpu_jobs_got_one_gpu_on_the_gpu_partition(runs):
+def gpus_of(job: dict) -> int:
+    tres = dict(item.split("=", 1) for item in job["AllocTRES"].split(",") if "=" in item)
+    return int(tres.get("gres/gpu", 0))
+
+
+def test_gpu_jobs_got_their_gpus_on_the_gpu_partition(runs):
     for job in runs["jobs"]:
-        gpu = job_name(job["Comment"]) in (GPU_RULES - {"evaluate"}) | {EVAL_GROUP}
+        name = job_name(job["Comment"])
+        gpu = name in (GPU_RULES - {"evaluate"}) | {EVAL_GROUP}
         assert job["Partition"] == ("gpu" if gpu else "cpu"), job
-        # one GPU per job, also for a group of evaluations (gpu is a per-job pool in the profile)
-        assert ("gres/gpu=1" in job["AllocTRES"].split(",")) == gpu, job
+        # one GPU per seed for periodic Model Stock (tiny.yaml: 2 seeds), else one per job, also for a
+        # group of evaluations (they run one at a time: eval_slot is a per-job pool in the profile)
+        assert gpus_of(job) == (2 if name == "model_stock_periodic" else int(gpu)), job
+    log = (runs["slurm"] / "logs/tiny/merge/model_stock_periodic.log").read_text()
+    assert "starting 2 ranks" in log and "rank 1 of 2 (gloo, cpu)" in log
 
 
 def results_files(root: Path) -> set[str]:
     """Paths under results/, with MLflow's random run ids blanked."""
     return {re.sub(r"mlartifacts/[0-9a-f]{32}/", "mlartifacts/<run>/", str(p.relative_to(root)))
             for p in (root / "results").rglob("*") if p.is_file()}
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    with safe_open(a, "pt") as x, safe_open(b, "pt") as y:
+        assert set(x.keys()) == set(y.keys())
+        assert [k for k in x.keys() if not torch.equal(x.get_tensor(k), y.get_tensor(k))] == [], a
 
 
 def test_results_equal_a_local_run(runs):
@@ -171,10 +186,64 @@ def test_results_equal_a_local_run(runs):
     for f in evals:
         assert json.loads((slurm / f).read_text()) == json.loads((local / f).read_text()), f
     for f in sorted(f for f in files if f.endswith(".safetensors")):
-        with safe_open(slurm / f, "pt") as a, safe_open(local / f, "pt") as b:
-            assert set(a.keys()) == set(b.keys()), f
-            for key in a.keys():
-                assert torch.equal(a.get_tensor(key), b.get_tensor(key)), f"{f}: {key}"
+        assert_same_weights(slurm / f, local / f)
+
+
+def copy_inputs(runs, *workdirs: Path) -> None:
+    """The fine-tunes' inputs from the DAG run, one mtime newer than any source: only training reruns."""
+    copied = time.time()
+    for work in workdirs:
+        for part in ("data", "splits", "pretrained", "models/zeroshot"):
+            shutil.copytree(runs["slurm"] / "results/tiny" / part, work / "results/tiny" / part)
+        for path in (work / "results").rglob("*"):
+            os.utime(path, (copied, copied))
+
+
+
+
+def test_a_two_gpu_finetune_runs_two_ranks_in_one_job_and_equals_one_process(runs, tmp_path):
+    """finetune.gpus: 2 -> one sbatch job with --gpus=2 whose command starts 2 torchrun ranks (gloo here:
+    the fake GPUs have no CUDA). With 2 micro-batches per step (one per rank) the weights equal one
+    process's exactly (tests/cli/test_distributed.py), so the local reference trains with gpus: 1."""
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["finetune"].update(accum_steps=2, gpus=2)
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
+    config["finetune"]["gpus"] = 1
+    (tmp_path / "single.yaml").write_text(yaml.safe_dump(config))
+    model = "results/tiny/models/finetune_seed0/model.safetensors"
+    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
+    copy_inputs(runs, slurm_dir, local_dir)
+    since = now()
+    snakemake(slurm_dir, model, "--configfile", str(tmp_path / "ddp.yaml"), slurm=True)
+    snakemake(local_dir, model, "--configfile", str(tmp_path / "single.yaml"), slurm=False)
+    (job,) = [j for j in sacct_jobs(slurm_dir, since) if job_name(j["Comment"]) == "finetune"]
+    assert job["State"] == "COMPLETED" and gpus_of(job) == 2, job
+    log = (slurm_dir / "logs/tiny/finetune/seed0.log").read_text()
+    assert "starting 2 ranks" in log and "rank 1 of 2 (gloo, cpu)" in log
+    assert_same_weights(slurm_dir / model, local_dir / model)
+
+
+def test_srun_tasks_are_ranks(tmp_path):
+    """`srun -n 2 clipmerge finetune` (no torchrun): each task finds its rank, the world size and the master
+    in SLURM's variables, and the result equals one process's."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from fixtures.training import make_tiny_task
+
+    task = make_tiny_task(tmp_path / "task")
+
+    def finetune(out: Path) -> list[str]:
+        return [str(BIN / "python"), "-m", "clipmerge", "finetune", "--init", str(task["init"]), "--train-root",
+                str(task["train"]), "--heldout", str(task["heldout"]), "--out", str(out / "model.safetensors"),
+                "--seed", "0", "--steps", "4", "--batch-size", "8", "--accum-steps", "2", "--warmup-steps", "1",
+                "--workers", "0", "--device", "cpu"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    srun = subprocess.run(["srun", "-n", "2", "-c", "1", "-p", "cpu", "-t", "10", "--export=ALL",
+                           *finetune(tmp_path / "srun")], env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert srun.returncode == 0, srun.stderr[-4000:]
+    assert "rank 1 of 2 (gloo, cpu)" in srun.stderr
+    subprocess.run(finetune(tmp_path / "single"), env=env, check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    assert_same_weights(tmp_path / "srun/model.safetensors", tmp_path / "single/model.safetensors")
 
 
 def test_a_signalled_finetune_resumes_in_its_retry_and_ends_with_the_same_weights(runs, tmp_path):
@@ -188,12 +257,7 @@ def test_a_signalled_finetune_resumes_in_its_retry_and_ends_with_the_same_weight
     model_dir = "results/tiny/models/finetune_seed0"
     args = (f"{model_dir}/model.safetensors", "--configfile", str(tmp_path / "long.yaml"))
     slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
-    copied = time.time()
-    for work in (slurm_dir, local_dir):  # the fine-tune's inputs, from the DAG run
-        for part in ("data", "splits", "pretrained", "models/zeroshot"):
-            shutil.copytree(runs["slurm"] / "results/tiny" / part, work / "results/tiny" / part)
-        for path in (work / "results").rglob("*"):  # one mtime: newer than any source, so only the fine-tune runs
-            os.utime(path, (copied, copied))
+    copy_inputs(runs, slurm_dir, local_dir)
 
     since = now()
     cmd, env = command(*args, slurm=True)
@@ -221,9 +285,7 @@ def test_a_signalled_finetune_resumes_in_its_retry_and_ends_with_the_same_weight
     assert "resumed from" in (slurm_dir / "logs/tiny/finetune/seed0.log").read_text()
 
     snakemake(local_dir, *args, slurm=False)
-    with safe_open(slurm_dir / model_dir / "model.safetensors", "pt") as a, \
-            safe_open(local_dir / model_dir / "model.safetensors", "pt") as b:
-        assert all(torch.equal(a.get_tensor(key), b.get_tensor(key)) for key in a.keys())
+    assert_same_weights(slurm_dir / model_dir / "model.safetensors", local_dir / model_dir / "model.safetensors")
     losses = [[json.loads(line)["loss"] for line in (work / model_dir / "history.jsonl").read_text().splitlines()]
               for work in (slurm_dir, local_dir)]
     assert losses[0] == losses[1] and len(losses[0]) > 2

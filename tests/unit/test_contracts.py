@@ -43,7 +43,7 @@ SECTIONS = [
     (("world",), "make-world", set()),
     (("pretrain",), "pretrain", set()),
     (("finetune",), "finetune", {"seeds"}),
-    (("finetune",), "periodic", {"seeds"}),
+    (("finetune",), "periodic", {"seeds", "gpus"}),  # periodic's ranks are its own section's gpus
     (("merge", "model_stock_periodic"), "periodic", {"seeds"}),
     (("merge", "greedy_soup"), "greedy-soup", set()),
     (("eval",), "evaluate", {"id", "shifts", "sets", "jobs", "cache"}),  # jobs, cache: the DAG's shape
@@ -54,7 +54,8 @@ SECTIONS = [
 @pytest.mark.parametrize(("section", "command", "not_flags"), SECTIONS, ids=lambda v: str(v))
 def test_schema_defaults_are_the_commands_defaults(section, command, not_flags):
     defaults = command_defaults(command)
-    renamed = {"heldout_seed": "seed", "heldout_mask": "mask"}  # train.heldout_* are split-heldout's --seed, --mask
+    # train.heldout_* are split-heldout's --seed, --mask; a training section's gpus is the job's --ranks
+    renamed = {"heldout_seed": "seed", "heldout_mask": "mask", "gpus": "ranks"}
     for key, spec in schema_section(*section).items():
         if key in not_flags:
             continue
