@@ -8,7 +8,7 @@ import torch
 
 from clipmerge.commands.training_args import relaunch_if_asked
 from clipmerge.errors import ClipmergeError
-from clipmerge.training.distributed import Launch, Ranks, launched, training_device
+from clipmerge.training.distributed import Launch, Ranks, check_gpus_for, launched, training_device
 from clipmerge.training.recipe import Recipe
 from clipmerge.training.trainer import micro_share
 
@@ -66,3 +66,24 @@ def test_ranks_must_agree_with_the_launcher(monkeypatch):
     relaunch_if_asked(argparse.Namespace(ranks=4, device="cpu", argv=[]))  # agrees: nothing to do
     with pytest.raises(ClipmergeError, match="--ranks must be >= 1"):
         relaunch_if_asked(argparse.Namespace(ranks=0, device="cpu", argv=[]))
+
+
+def test_ranks_on_cuda_without_cuda_stop_before_anything_starts(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for key in ("RANK", "WORLD_SIZE", "SLURM_NTASKS"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ClipmergeError, match="'cuda' was requested but CUDA is not available"):
+        relaunch_if_asked(argparse.Namespace(ranks=2, device="cuda", argv=[]))
+
+
+def test_more_ranks_than_gpus_stop_with_both_counts(monkeypatch):
+    """The node's GPU count is torch's (faked here: this machine has none); the check names both."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ClipmergeError, match="--ranks 4 needs 4 GPUs on this node, it has 2"):
+        check_gpus_for(4, "auto")
+    check_gpus_for(2, "auto")
+    check_gpus_for(4, "cpu")  # CPU ranks need no GPU
+    with pytest.raises(ClipmergeError, match="rank 3 is local rank 3 on its node, which has 2 GPU"):
+        training_device("auto", Launch(rank=3, size=4, local_rank=3, master_addr="h", master_port=1))
