@@ -23,7 +23,7 @@ rule finetune:
         root=train_root,
         flags=plan.result_flags(config, "finetune"),
     resources:
-        gpu=plan.training_gpus(config, "finetune"),
+        gpu=FINETUNE_GPUS,
         runtime=24 * 60,
         checkpoint_every=config["finetune"]["checkpoint_every"],
     log:

@@ -123,7 +123,7 @@ rule model_stock_periodic:
         flags=plan.result_flags(config, "finetune"),
         periodic=plan.result_flags(config, "model_stock_periodic"),
     resources:
-        gpu=plan.training_gpus(config, "model_stock_periodic"),
+        gpu=PERIODIC_GPUS,
         runtime=48 * 60,
         checkpoint_every=config["finetune"]["checkpoint_every"],
     log:

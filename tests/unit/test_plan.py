@@ -159,6 +159,8 @@ def test_hparams_without_an_imported_name_is_named(with_imports):
 
 
 def test_training_gpus_default_to_one_per_finetune_and_one_per_periodic_seed(config):
+    config["finetune"].pop("gpus", None)
+    config["merge"]["model_stock_periodic"].pop("gpus", None)  # the demo config sets 1
     assert plan.training_gpus(config, "finetune") == 1
     seeds = plan.method_seeds(config, "model_stock_periodic")
     assert plan.training_gpus(config, "model_stock_periodic") == len(seeds) >= 2
