@@ -34,8 +34,7 @@ rule finetune:
         "../envs/torch.yaml"
     shell:
         # exec: the trainer (or torchrun, which it becomes for --ranks > 1) replaces the shell, so a
-        # SLURM signal reaches it and Snakemake waits
-        # until the resumable state is saved.
+        # SLURM signal reaches it and Snakemake waits until the resumable state is saved.
         "exec clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
         " --seed {wildcards.seed} {params.flags} --checkpoint-every {resources.checkpoint_every}"
         " --workers {threads} --ranks {resources.gpu} --out {output.weights} --history {output.history}"

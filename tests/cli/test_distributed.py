@@ -85,6 +85,20 @@ def wait_for_steps(state_dir: Path, steps: int, procs: list[subprocess.Popen]) -
         time.sleep(0.1)
 
 
+def sigterm_one_rank(cmd: list[str], state_dir: Path, lines: int, rank: int) -> None:
+    """Two ranks of ``cmd``; once the history has ``lines`` lines, SIGTERM to ``rank`` only. Both must exit
+    128 + 15 (the other stopped by the agreement after the step)."""
+    procs = start_ranks(cmd, 2)
+    try:
+        wait_for_steps(state_dir, lines, procs)
+        procs[rank].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [128 + signal.SIGTERM] * 2, [p.stdout.read()[-3000:] for p in procs]
+
+
 def max_difference(a: Path, b: Path) -> float:
     x, y = load_weights(a), load_weights(b)
     assert x.keys() == y.keys()
@@ -127,15 +141,8 @@ def test_a_signal_to_one_rank_saves_the_state_and_a_resume_on_another_world_size
     """SIGTERM to rank 1 only: both ranks stop after the same step with a saved state and exit 128 + 15;
     one process then resumes it to the end and matches the uninterrupted 2-rank run."""
     # 40 steps: long enough to be signalled mid-training
-    procs = start_ranks(command(task, tmp_path, "finetune", "--steps", "40", "--checkpoint-every", "0"), 2)
-    try:
-        wait_for_steps(tmp_path / "train_state", 2, procs)
-        procs[1].send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert codes == [128 + signal.SIGTERM] * 2, [p.stdout.read()[-3000:] for p in procs]
+    sigterm_one_rank(command(task, tmp_path, "finetune", "--steps", "40", "--checkpoint-every", "0"),
+                     tmp_path / "train_state", lines=2, rank=1)
     stopped = resume.latest_step(tmp_path / "train_state")
     assert stopped is not None and stopped < 40
     assert not (tmp_path / "model.safetensors").exists()
@@ -187,15 +194,8 @@ def test_periodic_with_one_rank_per_seed_is_bit_identical_to_lockstep(task, tmp_
 def test_periodic_ranks_stopped_by_a_signal_resume_in_one_process_bit_identically(task, tmp_path):
     """The state of a seed-parallel run (each rank wrote its seed's files) resumes in lockstep."""
     args = ("--steps", "40", "--merge-every", "3", "--checkpoint-every", "0")
-    procs = start_ranks(command(task, tmp_path / "stopped", "periodic", *args), 2)
-    try:
-        wait_for_steps(tmp_path / "stopped" / "train_state", 2 * 2, procs)
-        procs[0].send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert codes == [128 + signal.SIGTERM] * 2, [p.stdout.read()[-3000:] for p in procs]
+    sigterm_one_rank(command(task, tmp_path / "stopped", "periodic", *args), tmp_path / "stopped" / "train_state",
+                     lines=2 * 2, rank=0)
     run(command(task, tmp_path / "stopped", "periodic", *args))
     run(command(task, tmp_path / "reference", "periodic", *args))
     assert_identical(tmp_path / "stopped" / "model.safetensors", tmp_path / "reference" / "model.safetensors")
