@@ -1,5 +1,8 @@
 """Peak memory and wall time of streaming merges vs a load-everything baseline and a plain read.
 
+Methods: Model Stock, uniform soup, and the task-vector merges (task arithmetic, TIES, DARE, DARE-TIES,
+SLERP; SLERP only at N = 2), each with its default options (``--methods`` picks some).
+
 For each N, every measurement runs in a fresh process (`--worker`) after a warm-up read, so all modes
 read from the page cache:
 
@@ -36,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = ("model_stock", "uniform_soup")
+METHODS = ("model_stock", "uniform_soup", "task_arithmetic", "ties", "dare", "dare_ties", "slerp")
 
 
 def rss_kib(field: str) -> int:
@@ -77,8 +80,10 @@ def worker(spec: dict) -> dict:
 
         write_streaming(out, layout, last_of_each_key())
 
+    needs_anchor = spec["method"] is not None and get(spec["method"]).needs_anchor
+
     def stream():
-        merge_checkpoints(spec["method"], inputs, out, anchor=anchor if spec["method"] == "model_stock" else None)
+        merge_checkpoints(spec["method"], inputs, out, anchor=anchor if needs_anchor else None)
 
     def naive():
         def load(path):
@@ -88,8 +93,9 @@ def worker(spec: dict) -> dict:
         states = [load(p)[0] for p in inputs]
         base, metadata = load(anchor)
         merge = get(spec["method"]).merge_tensor
+        keyed = get(spec["method"]).needs_key
         merged = {
-            k: merge([s[k] for s in states], base[k] if spec["method"] == "model_stock" else None)[0]
+            k: merge([s[k] for s in states], base[k] if needs_anchor else None, **({"key": k} if keyed else {}))[0]
             for k in base
         }
         save_weights(merged, out, metadata=metadata)  # atomic + fsync, like the streaming writer
@@ -138,9 +144,13 @@ def make_inputs(workdir: Path, arch: str, num_classes: int, distinct: int) -> tu
 def measure(args: argparse.Namespace, anchor: str, files: list[str], n: int, workdir: Path) -> list[dict]:
     inputs = [files[i % len(files)] for i in range(n)]
     base = {"inputs": inputs, "anchor": anchor, "threads": args.threads, "out": str(workdir / "out.safetensors")}
-    runs = [("read_once", None), ("io_floor", None)] + [("stream", m) for m in METHODS]
+    from clipmerge.merging.registry import get
+
+    methods = [m for m in args.methods.split(",")
+               if get(m).min_inputs <= n and (get(m).max_inputs is None or n <= get(m).max_inputs)]
+    runs = [("read_once", None), ("io_floor", None)] + [("stream", m) for m in methods]
     if n <= args.naive_max_n:
-        runs += [("naive", m) for m in METHODS]
+        runs += [("naive", m) for m in methods]
     run_worker({**base, "mode": "read_once", "method": None})  # warm the page cache
     rows = []
     for mode, method in runs:
@@ -178,6 +188,7 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=8, help="distinct fine-tune files; larger N reuses them")
     parser.add_argument("--naive-max-n", type=int, default=8, help="largest N for the load-everything baseline")
     parser.add_argument("--repeats", type=int, default=3, help="runs per cell (median time, max memory)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated merge methods")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (1: the cores are shared)")
     parser.add_argument("--workdir", default=None, help="where temp checkpoints go (default: system temp)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -21,7 +21,10 @@ SEEDS = config["finetune"]["seeds"]
 IMPORTS = plan.import_names(config)
 IMPORT_HPARAMS = plan.import_hparams(config)
 FINETUNED = plan.finetuned_ids(config)  # own fine-tunes, then imported ones: what the merges draw from
-MODELS = plan.model_ids(config)
+MODELS = plan.model_ids(config)  # every row of the table
+EVALUATED = plan.evaluated_ids(config)  # the models with weights, which rule evaluate runs
+ENSEMBLE_MEMBERS = plan.ensemble_members(config)
+UNCERTAINTY_FLAGS = plan.cli_flags(config["uncertainty"])  # the bootstrap of the intervals (views only)
 EVAL_SETS = list(config["eval"]["sets"])
 EVAL_JOBS = config["eval"]["jobs"]
 EVAL_JOB = "{model}" if EVAL_JOBS == "per_model" else "{model}/{eval_set}"  # an evaluation job's name
@@ -29,6 +32,8 @@ EVAL_CACHE = config["eval"]["cache"]
 METHODS = config["merge"]["methods"]
 SOUP_INPUTS = FINETUNED if {"uniform_soup", "greedy_soup"} & set(METHODS) else []
 STOCK_INPUTS = plan.merge_inputs(config, "model_stock") if "model_stock" in METHODS else []
+# The fine-tunes of each task-vector merge and SLERP ([] for a method not chosen: its rule is never run)
+MERGE_INPUTS = {m: plan.merge_inputs(config, m) if m in METHODS else [] for m in (*plan.TASK_VECTOR_MERGES, "slerp")}
 PERIODIC = "model_stock_periodic" in METHODS
 PERIODIC_SEEDS = plan.method_seeds(config, "model_stock_periodic") if PERIODIC else []
 # GPUs (= ranks) of each training job: resources, not params (plan.training_gpus)
@@ -139,8 +144,9 @@ def evaluated_sets(wildcards):
 
 
 def evaluation_outputs():
-    """An evaluation job's result files: one per set it covers."""
-    return [layout.eval_result("{model}", s) for s in EVAL_SETS] if EVAL_JOBS == "per_model" else layout.eval_result()
+    """An evaluation job's result files: the eval JSON and the predictions of each set it covers."""
+    sets = EVAL_SETS if EVAL_JOBS == "per_model" else ["{eval_set}"]
+    return [path for s in sets for path in (layout.eval_result("{model}", s), layout.eval_predictions("{model}", s))]
 
 
 def eval_caches(sets):
@@ -154,7 +160,7 @@ def eval_set_flags(model, sets):
 
 def eval_benchmarks():
     """The benchmark files of the evaluation jobs (one per model, or per model and set) and caches."""
-    jobs = MODELS if EVAL_JOBS == "per_model" else [f"{m}/{s}" for m in MODELS for s in EVAL_SETS]
+    jobs = EVALUATED if EVAL_JOBS == "per_model" else [f"{m}/{s}" for m in EVALUATED for s in EVAL_SETS]
     caches = [layout.benchmark("cache_eval_set", s) for s in EVAL_SETS] if EVAL_CACHE else []
     return [layout.benchmark("evaluate", job) for job in jobs] + caches
 
@@ -163,8 +169,20 @@ def evals_of(model):
     return [layout.eval_result(model, s, STUDY) for s in EVAL_SETS]
 
 
+def predictions_of(model):
+    return [layout.eval_predictions(model, s, STUDY) for s in EVAL_SETS]
+
+
 def model_evals(wildcards):
     return evals_of(wildcards.model)
+
+
+def model_predictions(wildcards):
+    return predictions_of(wildcards.model)
+
+
+def all_predictions(wildcards):
+    return [path for m in MODELS for path in predictions_of(m)]
 
 
 def all_evals(wildcards):
@@ -205,36 +223,48 @@ def model_diagnostics(wildcards):
 
 def tracking_inputs(model):
     """The files one model's MLflow run is built from."""
-    return [layout.model_meta(model, STUDY), *history_of(model), *diagnostics_of(model), *evals_of(model)]
+    return [layout.model_meta(model, STUDY), *history_of(model), *diagnostics_of(model), *evals_of(model),
+            *predictions_of(model)]
 
 
 def tracking_runs_json():
     """log-mlflow --runs: every model's run, from the same files as its per-model job would read."""
     runs = [{"meta": layout.model_meta(m, STUDY), "history": next(iter(history_of(m)), None),
-             "diagnostics": diagnostics_of(m), "evals": evals_of(m),
+             "diagnostics": diagnostics_of(m), "evals": evals_of(m), "predictions": predictions_of(m),
              "config_hash": plan.config_hash(config, m), "out": layout.tracking_run(m, STUDY)} for m in MODELS]
     return json.dumps(runs)
 
 
 def plot_diagnostics():
-    """Model Stock's merge.json and greedy soup's greedy.json, for their plots when the study has them."""
+    """Model Stock's merge.json, periodic Model Stock's merge_history.json and greedy soup's greedy.json,
+    for their plots when the study has them."""
     files = {}
-    if "model_stock_ratios" in PLOTS:
+    if "model_stock_geometry" in PLOTS:
         files["merge"] = layout.model_diagnostics("model_stock")
+    if "model_stock_periodic_geometry" in PLOTS:
+        files["merge_history"] = layout.model_diagnostics("model_stock_periodic")
     if "greedy_soup" in PLOTS:
         files["greedy"] = layout.model_diagnostics("greedy_soup")
     return files
 
 
 def plot_diagnostics_flags(wildcards, input):
-    flags = {"merge": "--merge-diagnostics", "greedy": "--greedy-diagnostics"}
+    flags = {"merge": "--merge-diagnostics", "merge_history": "--merge-history", "greedy": "--greedy-diagnostics"}
     return " ".join(f"{flags[k]} {input[k]}" for k in plot_diagnostics())
 
 
 def plot_outputs():
-    """One report()-annotated PNG per plot, each with its own caption."""
-    return {name: report(layout.plot(name), caption=f"../workflow/report/{name}.rst", category="Plots")
+    """One report()-annotated PNG per plot, each with its own caption, and the JSON of the numbers
+    beside the plots that write one (layout.PLOTS_WITH_DATA)."""
+    pngs = {name: report(layout.plot(name), caption=f"../workflow/report/{name}.rst", category="Plots")
             for name in PLOTS}
+    return pngs | {f"{name}_data": layout.plot_data(name) for name in PLOTS if name in layout.PLOTS_WITH_DATA}
+
+
+def plot_files(study="{study}"):
+    """Every file plot_results writes (PNGs, then the geometry plots' JSON): the summary run's artifacts."""
+    return [layout.plot(name, study) for name in PLOTS] + [
+        layout.plot_data(name, study) for name in PLOTS if name in layout.PLOTS_WITH_DATA]
 
 
 def eval_roles():

@@ -32,6 +32,8 @@ if EVAL_CACHE:
 
 
 rule evaluate:
+    wildcard_constraints:
+        model="|".join(EVALUATED),  # the ensemble has no weights: rule ensemble makes its results
     input:
         model=layout.model_weights(),
         world=world_manifest,
@@ -58,3 +60,30 @@ rule evaluate:
         "clipmerge evaluate --model {input.model} --model-id {wildcards.model} {params.sets}"
         " --classnames {params.classnames} --batch-size {params.batch_size} --precision {params.precision}"
         " --workers {resources.loader_workers} > {log} 2>&1"
+
+
+if ENSEMBLE_MEMBERS:
+
+    localrules:
+        ensemble,
+
+    # The output-space ensemble of the fine-tunes, from their saved predictions: no model runs again.
+    rule ensemble:
+        input:
+            evals=[path for m in ENSEMBLE_MEMBERS for path in evals_of(m)],
+            predictions=[path for m in ENSEMBLE_MEMBERS for path in predictions_of(m)],
+            metas=model_metas(ENSEMBLE_MEMBERS),
+            code=code("ensemble"),
+        output:
+            evals=[layout.eval_result(layout.ENSEMBLE, s) for s in EVAL_SETS],
+            predictions=[layout.eval_predictions(layout.ENSEMBLE, s) for s in EVAL_SETS],
+            meta=layout.model_meta(layout.ENSEMBLE),
+        log:
+            layout.log("ensemble"),
+        benchmark:
+            layout.model_benchmark(layout.ENSEMBLE)
+        conda:
+            "../envs/tracking.yaml"
+        shell:
+            "clipmerge ensemble --members {input.evals} --metas {input.metas} --out {output.evals}"
+            " --out-meta {output.meta} > {log} 2>&1"

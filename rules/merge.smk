@@ -71,6 +71,41 @@ rule merge_wise_ft:
         " --alpha {wildcards.alpha} --model-id wise_ft_a{wildcards.alpha} --out {output.weights} > {log} 2>&1"
 
 
+# The task-vector merges around the zero-shot model (task arithmetic, TIES, DARE, DARE-TIES) and SLERP:
+# streamed like Model Stock; their inputs are plan.merge_inputs (merge.<method>.models/.seeds, default
+# every fine-tune; SLERP the first two), their options merge.<method>'s keys as flags (plan.result_flags).
+
+
+for METHOD in (*plan.TASK_VECTOR_MERGES, "slerp"):
+
+    rule:
+        name:
+            f"merge_{METHOD}"
+        input:
+            anchor=layout.model_weights(layout.ZEROSHOT),
+            finetuned=weights_of(MERGE_INPUTS[METHOD]),
+            metas=model_metas([layout.ZEROSHOT, *MERGE_INPUTS[METHOD]]),
+            code=merge_code(METHOD),
+        output:
+            weights=layout.model_weights(METHOD),
+            meta=layout.model_meta(METHOD),
+            diagnostics=layout.model_diagnostics(METHOD),
+        params:
+            method=METHOD,
+            flags=plan.result_flags(config, METHOD),
+        resources:
+            mem_mb=4000,
+        log:
+            layout.log("merge", METHOD),
+        benchmark:
+            layout.model_benchmark(METHOD)
+        conda:
+            "../envs/torch.yaml"
+        shell:
+            "clipmerge merge --method {params.method} --anchor {input.anchor} --inputs {input.finetuned}"
+            " {params.flags} --out {output.weights} > {log} 2>&1"
+
+
 rule greedy_soup:
     input:
         finetuned=weights_of(SOUP_INPUTS),

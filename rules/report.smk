@@ -5,6 +5,7 @@
 rule compile_table:
     input:
         evals=all_evals,
+        predictions=all_predictions,
         metas=all_metas,
         benchmarks=upstream_benchmarks,
         code=code("table"),
@@ -12,10 +13,14 @@ rule compile_table:
         csv=report(layout.table("csv"), caption="../workflow/report/comparison.rst", category="Comparison"),
         md=layout.table("md"),
         html=layout.table("html"),
+        intervals_md=layout.table("md", "intervals"),
+        paired=report(layout.table("csv", "paired"), caption="../workflow/report/paired.rst", category="Comparison"),
+        paired_md=layout.table("md", "paired"),
         costs=report(layout.table("csv", "costs"), caption="../workflow/report/costs.rst", category="Comparison"),
         costs_md=layout.table("md", "costs"),
     params:
         roles=eval_roles(),
+        uncertainty=UNCERTAINTY_FLAGS,
     log:
         layout.log("report", "table"),
     benchmark:
@@ -24,13 +29,16 @@ rule compile_table:
         "../envs/tracking.yaml"
     shell:
         "clipmerge table --evals {input.evals} --metas {input.metas} --benchmarks {input.benchmarks} {params.roles}"
+        " --predictions {input.predictions} {params.uncertainty}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html}"
+        " --out-intervals-md {output.intervals_md} --out-paired-csv {output.paired} --out-paired-md {output.paired_md}"
         " --out-costs-csv {output.costs} --out-costs-md {output.costs_md} > {log} 2>&1"
 
 
 rule plot_results:
     input:
         evals=all_evals,
+        predictions=all_predictions,
         metas=all_metas,
         **plot_diagnostics(),
         code=code("plots"),
@@ -41,6 +49,7 @@ rule plot_results:
         roles=eval_roles(),
         plots=" ".join(PLOTS),
         diagnostics=plot_diagnostics_flags,
+        uncertainty=UNCERTAINTY_FLAGS,
     log:
         layout.log("report", "plots"),
     benchmark:
@@ -49,4 +58,5 @@ rule plot_results:
         "../envs/tracking.yaml"
     shell:
         "clipmerge plots --evals {input.evals} --metas {input.metas} {params.roles} {params.diagnostics}"
+        " --predictions {input.predictions} {params.uncertainty}"
         " --plots {params.plots} --out-dir {params.out_dir} > {log} 2>&1"

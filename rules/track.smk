@@ -34,6 +34,7 @@ if config["mlflow"]["jobs"] == "per_model":
             history=training_history,
             diagnostics=model_diagnostics,
             evals=model_evals,
+            predictions=model_predictions,
             code=code("log-mlflow"),
         output:
             layout.tracking_run(),
@@ -41,6 +42,7 @@ if config["mlflow"]["jobs"] == "per_model":
             history=lambda wildcards, input: f"--history {input.history}" if input.history else "",
             diagnostics=lambda wildcards, input: f"--diagnostics {input.diagnostics}" if input.diagnostics else "",
             roles=eval_roles(),
+            uncertainty=UNCERTAINTY_FLAGS,
             config_hash=config_hash,
         log:
             layout.log("track", "{model}"),
@@ -51,6 +53,7 @@ if config["mlflow"]["jobs"] == "per_model":
         shell:
             "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --meta {input.meta}"
             " {params.history} {params.diagnostics} --evals {input.evals} {params.roles}"
+            " --predictions {input.predictions} {params.uncertainty}"
             " --config-hash {params.config_hash} --out {output} > {log} 2>&1"
 
     rule log_summary:
@@ -58,8 +61,9 @@ if config["mlflow"]["jobs"] == "per_model":
             receipt=layout.tracking_receipt(),
             runs=[layout.tracking_run(m) for m in MODELS],
             table=layout.table("csv"),
+            paired=layout.table("csv", "paired"),
             costs=layout.table("csv", "costs"),
-            plots=[layout.plot(p) for p in PLOTS],
+            plots=plot_files(),
             code=code("log-mlflow"),
         output:
             layout.tracking_summary(),
@@ -70,7 +74,7 @@ if config["mlflow"]["jobs"] == "per_model":
         conda:
             "../envs/tracking.yaml"
         shell:
-            "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.costs}"
+            "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.paired} {input.costs}"
             " {input.plots} --out {output} > {log} 2>&1"
 
 else:
@@ -81,8 +85,9 @@ else:
             receipt=layout.tracking_receipt(),
             runs=[tracking_inputs(m) for m in MODELS],
             table=layout.table("csv"),
+            paired=layout.table("csv", "paired"),
             costs=layout.table("csv", "costs"),
-            plots=[layout.plot(p) for p in PLOTS],
+            plots=plot_files(),
             code=code("log-mlflow"),
         output:
             runs=[layout.tracking_run(m) for m in MODELS],
@@ -90,6 +95,7 @@ else:
         params:
             runs=lambda wildcards: tracking_runs_json(),
             roles=eval_roles(),
+            uncertainty=UNCERTAINTY_FLAGS,
         log:
             layout.log("track", "study"),
         benchmark:
@@ -98,4 +104,4 @@ else:
             "../envs/tracking.yaml"
         shell:
             "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --runs {params.runs:q}"
-            " {params.roles} --artifacts {input.table} {input.costs} {input.plots} --out {output.summary} > {log} 2>&1"
+            " {params.roles} {params.uncertainty} --artifacts {input.table} {input.paired} {input.costs} {input.plots} --out {output.summary} > {log} 2>&1"

@@ -27,6 +27,7 @@ COMMANDS = {
     "greedy-soup": "greedy soup on the held-out split",
     "cache-eval-set": "decode and preprocess an evaluation set once, for every model's evaluation",
     "evaluate": "top-1/top-5 of a classifier on its evaluation sets, one result file per set",
+    "ensemble": "the output-space ensemble of fine-tunes, from their saved predictions",
     "init-mlflow": "create the MLflow store and experiment before parallel writers",
     "log-mlflow": "log one model's results to MLflow (idempotent)",
     "table": "compile the comparison table from eval JSONs",

@@ -33,12 +33,16 @@ ZEROSHOT = "zeroshot"
 FINETUNE = "finetune"
 IMPORTED = "imported"  # a fine-tune made elsewhere, converted by rule import_model
 WISE_FT = "wise_ft"
+# The output-space ensemble of the fine-tunes: computed from their saved predictions, it has eval
+# results and a meta.json but no weights (one forward pass per member at inference).
+ENSEMBLE = "ensemble"
 # The merge methods, in table order: the config schema's enum, the merge registry (plus the training
 # procedure model_stock_periodic) and the rules use exactly these names. A method's model id is its
 # name, except WiSE-FT, which makes one model per alpha.
-METHOD_NAMES = ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", WISE_FT]
+METHOD_NAMES = ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic",
+                "task_arithmetic", "ties", "dare", "dare_ties", "slerp", WISE_FT]
 # Table/plot row order of the model kinds.
-KIND_ORDER = (ZEROSHOT, FINETUNE, IMPORTED, *METHOD_NAMES, PRETRAINED)
+KIND_ORDER = (ZEROSHOT, FINETUNE, IMPORTED, *METHOD_NAMES, ENSEMBLE, PRETRAINED)
 
 _FINETUNE_RE = re.compile(r"finetune_seed(\d+)")
 IMPORT_NAME = r"[a-z0-9][a-z0-9_]*"  # an imported model's name (config imports.names)
@@ -76,7 +80,7 @@ class ModelId:
 
 def parse_model_id(model: str) -> ModelId:
     """The kind, seed and alpha a model id encodes; an id of no known kind raises an error naming it."""
-    if model in (PRETRAINED, ZEROSHOT):
+    if model in (PRETRAINED, ZEROSHOT, ENSEMBLE):
         return ModelId(model, model)
     if m := _FINETUNE_RE.fullmatch(model):
         return ModelId(model, FINETUNE, seed=int(m.group(1)))
@@ -90,7 +94,7 @@ def parse_model_id(model: str) -> ModelId:
     if model in METHOD_NAMES:
         return ModelId(model, model)
     raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, imported_<name>, "
-                         f"wise_ft_a<alpha>, {', '.join(m for m in METHOD_NAMES if m != WISE_FT)}")
+                         f"wise_ft_a<alpha>, {', '.join(m for m in METHOD_NAMES if m != WISE_FT)}, {ENSEMBLE}")
 
 
 def alpha_of(model: str) -> float | None:
@@ -122,10 +126,12 @@ HISTORY_NAME = "history.jsonl"
 MERGE_DIAGNOSTICS = "merge.json"  # Model Stock and the other streamed merges
 GREEDY_DIAGNOSTICS = "greedy.json"  # greedy soup's ranking and steps
 MERGE_HISTORY = "merge_history.json"  # periodic Model Stock's merges during training
+PREDICTIONS_SUFFIX = ".predictions.safetensors"  # beside each eval JSON
 WORLD_MANIFEST = "world.json"  # the demo world's manifest, written last (marks it complete)
 WORLD_TEMPLATES = "templates.txt"  # the demo world's prompt templates, worded like its captions
 # The diagnostics file a model's job writes beside it, by model kind.
 DIAGNOSTICS = {"uniform_soup": MERGE_DIAGNOSTICS, "model_stock": MERGE_DIAGNOSTICS, WISE_FT: MERGE_DIAGNOSTICS,
+               **dict.fromkeys(("task_arithmetic", "ties", "dare", "dare_ties", "slerp"), MERGE_DIAGNOSTICS),
                "greedy_soup": GREEDY_DIAGNOSTICS, "model_stock_periodic": MERGE_HISTORY}
 
 
@@ -204,6 +210,27 @@ def eval_result(model: str = "{model}", eval_set: str = "{eval_set}", study: str
     return f"{study_dir(study)}/eval/{model}/{eval_set}.json"
 
 
+def eval_predictions(model: str = "{model}", eval_set: str = "{eval_set}", study: str = "{study}") -> str:
+    """A model's per-image predictions on a set, beside its eval JSON (clipmerge.evaluation.predictions)."""
+    return predictions_beside(eval_result(model, eval_set, study))
+
+
+def predictions_beside(eval_json: str | os.PathLike) -> str:
+    """The predictions file of an eval JSON: ``eval/<model>/<eval_set>.predictions.safetensors``."""
+    text = str(eval_json)
+    if not text.endswith(".json"):
+        raise ClipmergeError(f"{text}: not an eval JSON (eval/<model>/<eval_set>.json)")
+    return text.removesuffix(".json") + PREDICTIONS_SUFFIX
+
+
+def parse_predictions(path: str | os.PathLike) -> tuple[str, str]:
+    """``(model, eval_set)`` of an ``eval/<model>/<eval_set>.predictions.safetensors`` path."""
+    path = Path(path)
+    if not path.name.endswith(PREDICTIONS_SUFFIX):
+        raise ClipmergeError(f"{path}: not a predictions file (eval/<model>/<eval_set>{PREDICTIONS_SUFFIX})")
+    return path.parent.name, path.name.removesuffix(PREDICTIONS_SUFFIX)
+
+
 def parse_eval_result(path: str | os.PathLike) -> tuple[str, str]:
     """``(model, eval_set)`` of an ``eval/<model>/<eval_set>.json`` path."""
     path = Path(path)
@@ -237,6 +264,15 @@ def plots_dir(study: str = "{study}") -> str:
 
 def plot(name: str, study: str = "{study}") -> str:
     return f"{plots_dir(study)}/{name}.png"
+
+
+# The plots that write the numbers they draw beside their PNG (plot_data).
+PLOTS_WITH_DATA = ("model_stock_geometry", "model_stock_periodic_geometry")
+
+
+def plot_data(name: str, study: str = "{study}") -> str:
+    """The JSON of the numbers a plot draws, beside its PNG (the plots in ``PLOTS_WITH_DATA``)."""
+    return f"{plots_dir(study)}/{name}.json"
 
 
 def benchmark(rule: str, job: str | None = None, study: str = "{study}") -> str:

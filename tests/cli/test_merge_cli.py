@@ -108,6 +108,13 @@ def test_mismatched_inputs_fail_cleanly_and_keep_existing_outputs(models_dir, tm
         (["--method", "wise_ft", "--alpha", "1.5", "--anchor", "ZS"], "alpha must be in"),
         (["--method", "uniform_soup", "--average", "cosines"], "apply to model_stock"),
         (["--method", "model_stock"], "needs an anchor"),
+        (["--method", "dare", "--density", "0.5", "--anchor", "ZS"], "--density applies to ties, not dare"),
+        (["--method", "uniform_soup", "--scale", "0.5"], "--scale applies to task_arithmetic, ties, dare"),
+        (["--method", "wise_ft", "--t", "0.5", "--anchor", "ZS"], "--t applies to slerp, not wise_ft"),
+        (["--method", "ties", "--density", "0", "--anchor", "ZS"], "ties: density must be in (0, 1]"),
+        (["--method", "dare", "--drop-rate", "1", "--anchor", "ZS"], "dare: drop_rate must be in [0, 1)"),
+        (["--method", "slerp", "--t", "1.5", "--anchor", "ZS"], "slerp: t must be in [0, 1]"),
+        (["--method", "ties"], "needs an anchor"),
     ],
 )
 def test_flag_errors_exit_2(models_dir, tmp_path, capsys, extra, message):
@@ -116,3 +123,33 @@ def test_flag_errors_exit_2(models_dir, tmp_path, capsys, extra, message):
     code = main(["merge", "--inputs", ckpt(models_dir, "finetune_seed0"), ckpt(models_dir, "finetune_seed1"),
                  "--out", str(out), *extra])
     assert code == 2 and message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("method, n, flags, hparams", [
+    ("task_arithmetic", 3, [], {"scale": 0.3}),
+    ("ties", 3, ["--density", "0.5"], {"density": 0.5, "scale": 1.0}),
+    ("dare", 3, [], {"drop_rate": 0.9, "scale": 1.0, "mask_seed": 0}),
+    ("dare_ties", 3, ["--mask-seed", "4", "--scale", "0.5"], {"drop_rate": 0.9, "scale": 0.5, "mask_seed": 4}),
+    ("slerp", 2, ["--t", "0.25"], {"t": 0.25, "space": "task_vectors"}),
+])
+def test_task_vector_merges_write_a_classifier_and_record_their_options(models_dir, tmp_path, method, n, flags,
+                                                                      hparams):
+    out = tmp_path / method / "model.safetensors"
+    inputs = [ckpt(models_dir, f"finetune_seed{s}") for s in range(n)]
+    assert main(["merge", "--method", method, "--inputs", *inputs, "--anchor", ckpt(models_dir, "zeroshot"),
+                 *flags, "--out", str(out)]) == 0
+    assert load_classifier(out)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    meta = read_json(out.with_name("meta.json"))
+    assert meta["model"] == meta["method"] == method
+    assert meta["hparams"] == {**hparams, "anchor": "zeroshot"}
+    assert meta["ingredients"] == [f"finetune_seed{s}" for s in range(n)]
+    diag = read_json(out.with_name("merge.json"))
+    assert diag["method"] == method and diag["options"] == hparams
+    assert ("tensors" in diag) == (method == "slerp")  # SLERP records each tensor's angle
+
+
+def test_slerp_of_three_fine_tunes_exits_2(models_dir, tmp_path, capsys):
+    out = tmp_path / "slerp" / "model.safetensors"
+    code = main(["merge", "--method", "slerp", "--inputs", *[ckpt(models_dir, f"finetune_seed{s}") for s in range(3)],
+                 "--anchor", ckpt(models_dir, "zeroshot"), "--out", str(out)])
+    assert code == 2 and "slerp needs 2..2 input checkpoints, got 3" in capsys.readouterr().err and not out.exists()

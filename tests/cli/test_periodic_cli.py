@@ -54,7 +54,11 @@ def test_a_merge_loads_model_stock_of_the_pre_merge_weights_into_every_run(task,
     for key, w0 in anchor.items():
         expected, diagnostics = model_stock([s[key] for s in before], w0)
         assert all(torch.equal(s[key], expected) for s in after), key
-        assert trainer.merge_history[-1]["tensors"][key]["t"] == diagnostics.t
+        recorded = trainer.merge_history[-1]["tensors"][key]
+        assert recorded["t"] == diagnostics.t and recorded["angle_deg"] == diagnostics.angle_deg
+        # every seed's delta norm, in seed order
+        assert recorded["norms"] == pytest.approx([float(torch.linalg.norm((s[key] - w0).double())) for s in before],
+                                                  rel=1e-4, abs=1e-9)
     assert trainer.merge_history[-1]["step"] == 3
 
     # Before the first merge, seed k's run is exactly a solo fine-tune with seed k.
@@ -96,6 +100,8 @@ def test_periodic_cli_writes_the_last_merge_with_its_diagnostics(task, tmp_path)
     merges = read_json(out.with_name("merge_history.json"))
     assert [m["step"] for m in merges] == [5, 10]
     assert set(merges[0]["tensors"]) == set(load_weights(out))
+    assert all(len(t["norms"]) == 2 and {"cos", "angle_deg", "t", "guard"} <= t.keys()
+               for m in merges for t in m["tensors"].values())
     history = [json.loads(line) for line in out.with_name("history.jsonl").read_text().splitlines()]
     assert [(h["step"], h["seed"]) for h in history[:4]] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert len(history) == 20

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from clipmerge.cli import main
+from clipmerge.evaluation.predictions import read_predictions
 from clipmerge.files import read_json
 from clipmerge.weights.checkpoint import load_weights
 
@@ -42,6 +43,10 @@ def test_evaluate_writes_counts_and_accuracies(tmp_path, zeroshot_model, image_f
     result = json.loads(out.read_text())
     assert result["n"] == 18 and result["classes"] == 3 and result["top5"] == 100.0  # all 3 are in the top 5
     assert 0.0 <= result["top1"] <= 100.0 and result["top1"] * 18 / 100 == pytest.approx(round(result["top1"] * 0.18))
+    # The predictions beside it: the logits of every image, their top-1 is the JSON's, the image order recorded.
+    pred = read_predictions(tmp_path / "eval" / "zeroshot" / "test.predictions.safetensors", logits=True)
+    assert pred.logits.shape == (18, 3) and pred.samples == sorted(pred.samples) and len(pred.samples) == 18
+    assert 100 * pred.correct.mean() == pytest.approx(result["top1"], abs=1e-4)
 
 
 def test_one_process_evaluates_several_sets_each_into_its_own_file(tmp_path, zeroshot_model, image_folder):

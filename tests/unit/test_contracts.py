@@ -48,6 +48,9 @@ SECTIONS = [
     (("merge", "greedy_soup"), "greedy-soup", set()),
     (("eval",), "evaluate", {"id", "shifts", "sets", "jobs", "cache"}),  # jobs, cache: the DAG's shape
     (("train",), "split-heldout", {"data", "heldout_per_class"}),
+    (("uncertainty",), "table", set()),
+    (("uncertainty",), "plots", set()),
+    (("uncertainty",), "log-mlflow", set()),
 ]
 
 
@@ -78,6 +81,24 @@ def test_wise_ft_alpha_default_is_the_schemas():
 
     assert schema_section("merge", "wise_ft")["alphas"]["default"] == [WISE_FT_ALPHA]
     assert plan.wise_ft_cfg({"merge": {}, "finetune": {"seeds": [3]}})["alphas"] == [WISE_FT_ALPHA]
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties", "dare", "dare_ties", "slerp"])
+def test_task_vector_merge_defaults_are_the_schemas(method):
+    # One flag (--scale) serves methods whose defaults differ, so the flags default to None and
+    # `clipmerge merge` fills a missing one from METHOD_DEFAULTS (as --alpha from WISE_FT_ALPHA): every
+    # schema key but the input pickers is a flag, and schema, command and the method's function agree.
+    from clipmerge.commands.merge import METHOD_DEFAULTS
+
+    keys = {k: spec for k, spec in schema_section("merge", method).items() if k not in ("seeds", "models")}
+    flags = command_defaults("merge")
+    assert all(key in flags for key in keys), f"merge.{method}: {set(keys) - set(flags)} are no flags"
+    assert all("default" in spec for spec in keys.values()), f"merge.{method}: a key without a default"
+    defaults = {k: spec["default"] for k, spec in keys.items()}
+    assert METHOD_DEFAULTS[method] == defaults
+    for function in (REGISTRY[method].function, REGISTRY[method].merge_tensor):
+        parameters = inspect.signature(function).parameters
+        assert {k: parameters[k].default for k in defaults} == defaults, function
 
 
 def test_method_names_have_one_source():

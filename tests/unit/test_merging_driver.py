@@ -92,7 +92,13 @@ def test_output_metadata_is_the_inputs(checkpoints, tmp_path):
         ("wise_ft", 1, True, {}, "bad options"),
         ("model_stock", 2, True, {"alpha": 0.5}, "bad options"),
         ("greedy_soup", 2, False, {}, "greedy-soup"),
-        ("ties", 2, False, {}, "unknown merge method"),
+        ("breadcrumbs", 2, False, {}, "unknown merge method"),
+        ("slerp", 3, True, {}, "needs 2..2 input"),
+        ("slerp", 1, True, {}, "needs 2..2 input"),
+        ("ties", 2, False, {}, "needs an anchor"),
+        ("ties", 2, True, {"alpha": 0.5}, "bad options"),
+        ("dare", 2, True, {"key": "visual.proj"}, "'key' is no option"),
+        ("dare", 2, True, {"drop_rate": 1.0}, "drop_rate must be in"),
     ],
 )
 def test_call_errors_are_raised_before_writing(checkpoints, tmp_path, method, n_inputs, anchor, options, message):

@@ -128,6 +128,42 @@ def test_scratch_buffer_gives_the_same_bits_and_wrong_scratch_is_ignored():
         assert torch.equal(merged, plain) and scratch_diag == diag
 
 
+class _Columns(list):
+    """Inputs that can be read block of columns by block (the streaming driver's column)."""
+
+    def read_columns(self, start, rows):
+        for w, row in zip(self, rows, strict=True):
+            row.copy_(w.reshape(-1)[start:start + rows.shape[1]])
+        return rows
+
+
+@pytest.mark.parametrize("path", ["rows", "scratch", "blocked"])
+def test_norms_are_each_deltas_l2_norm_and_the_merge_is_unchanged(path):
+    """``norms`` (from the Gram diagonal) equal torch.linalg.norm of each delta, in input order, on every
+    path; the merged tensor is the one the arithmetic gives, bit for bit (norms only read the Gram)."""
+    g = torch.Generator().manual_seed(7)
+    w0 = torch.randn(40, 25, generator=g)
+    shared = 0.05 * torch.randn(40, 25, generator=g)
+    ws = [w0 + shared + scale * torch.randn(40, 25, generator=g) for scale in (0.01, 0.03, 0.1)]
+    ws.append(w0.clone())  # a zero delta: norm 0
+    n, numel = len(ws), w0.numel()
+    scratch = {"rows": None, "scratch": torch.empty(n * numel), "blocked": torch.empty(n * 300)}[path]
+    merged, diag = model_stock(_Columns(w.clone() for w in ws), w0, scratch=scratch)
+    expected = [float(torch.linalg.norm((w - w0).double())) for w in ws]
+    assert len(diag.norms) == n and diag.norms[-1] == 0.0 and diag.guard == "zero_delta"
+    assert list(diag.norms) == pytest.approx(expected, rel=1e-5)
+    assert diag.to_json()["norms"] == list(diag.norms)
+    # The merge, step by step as model_stock computes it (float32, deltas summed over the inputs).
+    deltas = torch.stack([w.reshape(-1) for w in ws]) - w0.reshape(-1)
+    w_avg = deltas.sum(dim=0).div_(n).add_(w0.reshape(-1))
+    assert torch.equal(merged, w_avg.mul_(diag.t).add_(w0.reshape(-1), alpha=1.0 - diag.t).reshape(w0.shape))
+
+
+def test_a_non_float_tensor_has_no_norms():
+    _, diag = model_stock([torch.arange(3) + 1, torch.arange(3) + 2], torch.arange(3))
+    assert diag.norms is None and diag.to_json()["norms"] is None
+
+
 @pytest.mark.parametrize("n", [2, 3, 9, 32])
 def test_merge_matches_the_formula_in_float64(n):
     """The float32 merge (deltas made in place in the scratch rows) against the paper's formula

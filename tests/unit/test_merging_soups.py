@@ -169,7 +169,8 @@ def test_greedy_soup_argument_errors():
 
 
 def test_registry_has_the_merge_methods_with_their_references():
-    assert METHOD_NAMES == ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "wise_ft"]
+    assert METHOD_NAMES == ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "task_arithmetic",
+                            "ties", "dare", "dare_ties", "slerp", "wise_ft"]
     assert set(REGISTRY) == set(METHOD_NAMES) - {"model_stock_periodic"}
     for name, method in REGISTRY.items():
         assert method.name == name and method.pretty_name and method.reference_url.startswith("https://")
@@ -179,4 +180,4 @@ def test_registry_has_the_merge_methods_with_their_references():
 
 def test_registry_unknown_name_lists_known_names():
     with pytest.raises(ClipmergeError, match="model_stock.*uniform_soup"):
-        get("ties")
+        get("breadcrumbs")

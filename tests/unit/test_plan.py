@@ -22,8 +22,9 @@ def test_model_ids_follow_table_order(config):
     assert plan.model_ids(config) == [
         "zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "finetune_seed3",
         "uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic",
-        "wise_ft_a0.25", "wise_ft_a0.5", "wise_ft_a0.75",
+        "wise_ft_a0.25", "wise_ft_a0.5", "wise_ft_a0.75", "ensemble",
     ]
+    assert plan.evaluated_ids(config) == plan.model_ids(config)[:-1]  # the ensemble has no weights
 
 
 def test_alpha_ids_are_exact_and_short():
@@ -84,7 +85,10 @@ def test_shift_names_must_be_defined(config):
 
 
 def test_plots_follow_methods(config):
-    assert plan.plot_names(config) == ["id_vs_shifts", "wise_ft_curve", "model_stock_ratios", "greedy_soup"]
+    assert plan.plot_names(config) == ["id_vs_shifts", "wise_ft_curve", "model_stock_geometry",
+                                       "model_stock_periodic_geometry", "greedy_soup"]
+    config["merge"]["methods"] = ["uniform_soup", "model_stock_periodic"]
+    assert plan.plot_names(config) == ["id_vs_shifts", "model_stock_periodic_geometry"]
     config["merge"]["methods"] = ["uniform_soup"]
     assert plan.plot_names(config) == ["id_vs_shifts"]
 
@@ -193,3 +197,79 @@ def test_gpu_counts_that_cannot_work_stop_before_any_job(config, section, gpus, 
     config["finetune"]["accum_steps"] = 4
     if section == "finetune":
         assert plan.training_gpus(config, "finetune") == 4
+
+
+def test_the_ensemble_takes_every_fine_tune_unless_told(config, tmp_path):
+    assert plan.ensemble_members(config) == [f"finetune_seed{k}" for k in range(4)]
+    assert plan.ensemble_members({**config, "ensemble": {"enabled": False}}) == []
+    assert layout.ENSEMBLE not in plan.model_ids({**config, "ensemble": {"enabled": False}})
+    chosen = {**config, "ensemble": {"models": ["finetune_seed1", "finetune_seed3"]}}
+    assert plan.ensemble_members(chosen) == ["finetune_seed1", "finetune_seed3"]
+    one = copy.deepcopy(config)
+    one["finetune"]["seeds"] = [0]
+    assert plan.ensemble_members(one) == []  # one fine-tune: no ensemble row
+    with pytest.raises(ClipmergeError, match=r"ensemble.models: \['finetune_seed9'\]"):
+        plan.check_methods({**config, "ensemble": {"models": ["finetune_seed0", "finetune_seed9"]}})
+
+
+def test_the_ensembles_provenance_is_its_members(config):
+    chosen = {**config, "ensemble": {"models": ["finetune_seed1", "finetune_seed3"]}}
+    assert plan.config_hash(chosen, layout.ENSEMBLE) != plan.config_hash(config, layout.ENSEMBLE)
+    assert plan.config_hash(chosen, "model_stock") == plan.config_hash(config, "model_stock")
+
+
+TASK_VECTOR_METHODS = ["task_arithmetic", "ties", "dare", "dare_ties", "slerp"]
+
+
+@pytest.fixture
+def with_task_vectors(config):
+    config["merge"]["methods"] = [*config["merge"]["methods"][:-1], *TASK_VECTOR_METHODS, "wise_ft"]
+    return config
+
+
+def test_task_vector_merges_take_every_fine_tune_and_slerp_the_first_two(with_task_vectors):
+    config = with_task_vectors
+    every = [f"finetune_seed{k}" for k in range(4)]
+    for method in ("task_arithmetic", "ties", "dare", "dare_ties"):
+        assert plan.merge_inputs(config, method) == every
+    assert plan.merge_inputs(config, "slerp") == ["finetune_seed0", "finetune_seed1"]
+    config["merge"]["ties"] = {"seeds": [1, 3]}
+    config["merge"]["slerp"] = {"models": ["finetune_seed3", "finetune_seed2"]}
+    assert plan.merge_inputs(config, "ties") == ["finetune_seed1", "finetune_seed3"]
+    assert plan.merge_inputs(config, "slerp") == ["finetune_seed3", "finetune_seed2"]
+    plan.check_methods(config)
+    ids = plan.merged_ids(config)
+    assert ids[ids.index("model_stock_periodic") + 1:][:5] == TASK_VECTOR_METHODS
+
+
+@pytest.mark.parametrize("method, section, message", [
+    ("slerp", {"seeds": [0, 1, 2]}, "exactly 2"),
+    ("dare", {"seeds": [0, 9]}, r"merge.dare: \['finetune_seed9'\] are not fine-tunes"),
+    ("ties", {"seeds": [0], "models": ["finetune_seed1"]}, "not both"),
+])
+def test_unusable_task_vector_inputs_are_rejected(with_task_vectors, method, section, message):
+    with_task_vectors["merge"][method] = section
+    with pytest.raises(ClipmergeError, match=message):
+        plan.check_methods(with_task_vectors)
+
+
+def test_task_vector_flags_are_their_options_without_the_inputs(with_task_vectors):
+    config = with_task_vectors
+    assert plan.result_flags(config, "ties") == ""  # no section: the command's defaults (the schema's)
+    config["merge"]["ties"] = {"seeds": [0, 1], "density": 0.3, "scale": 1.0}
+    config["merge"]["dare"] = {"models": ["finetune_seed0", "finetune_seed1"], "drop_rate": 0.5, "mask_seed": 2}
+    config["merge"]["slerp"] = {"t": 0.25, "space": "weights"}
+    assert plan.result_flags(config, "ties") == "--density 0.3 --scale 1.0"
+    assert plan.result_flags(config, "dare") == "--drop-rate 0.5 --mask-seed 2"
+    assert plan.result_flags(config, "slerp") == "--space weights --t 0.25"
+
+
+def test_task_vector_config_hashes_follow_their_options_and_inputs(with_task_vectors):
+    config = with_task_vectors
+    before = {m: plan.config_hash(config, m) for m in TASK_VECTOR_METHODS}
+    config["merge"]["ties"] = {"density": 0.5}
+    assert [m for m in TASK_VECTOR_METHODS if plan.config_hash(config, m) != before[m]] == ["ties"]
+    config["merge"]["ties"] = {}
+    config["finetune"]["seeds"].append(7)  # every fine-tune by default; slerp's first two are unchanged
+    changed = [m for m in TASK_VECTOR_METHODS if plan.config_hash(config, m) != before[m]]
+    assert changed == ["task_arithmetic", "ties", "dare", "dare_ties"]

@@ -12,8 +12,11 @@ import pytest
 import yaml
 from snakemake_runner import TINY_CONFIG, planned_jobs, snakemake
 
-MODELS = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "uniform_soup", "greedy_soup",
-          "model_stock", "model_stock_periodic", "wise_ft_a0.5"]
+# The models with weights (rule evaluate runs them), then every table row: those and the ensemble.
+EVALUATED = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "uniform_soup", "greedy_soup",
+             "model_stock", "model_stock_periodic", "task_arithmetic", "ties", "dare", "dare_ties", "slerp",
+             "wise_ft_a0.5"]
+MODELS = [*EVALUATED, "ensemble"]
 SETS = ["test", "r", "sketch"]
 
 
@@ -73,8 +76,8 @@ def edited_config(run_dir, edit):
 
 def test_changing_a_finetune_key_reruns_only_its_dependants(run_dir):
     jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, lambda c: c["finetune"].update(lr=2e-4)))
-    assert jobs["finetune"] == 3 and jobs["evaluate"] == (len(MODELS) - 1) * len(SETS)
-    assert jobs["log_mlflow"] == len(MODELS) - 1
+    assert jobs["finetune"] == 3 and jobs["evaluate"] == (len(EVALUATED) - 1) * len(SETS)
+    assert jobs["ensemble"] == 1 and jobs["log_mlflow"] == len(MODELS) - 1
     untouched = {"make_world", "pretrain_demo", "build_zeroshot", "split_heldout", "init_mlflow"}
     assert not untouched & set(jobs)
 
@@ -82,9 +85,12 @@ def test_changing_a_finetune_key_reruns_only_its_dependants(run_dir):
 def test_adding_a_seed_trains_only_the_new_seed(run_dir):
     jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, lambda c: c["finetune"]["seeds"].append(3)))
     assert jobs["finetune"] == 1
-    # the soups take every seed; Model Stock, its periodic variant and WiSE-FT name their seeds
-    assert {"merge_uniform_soup", "greedy_soup"} <= set(jobs)
-    assert not {"merge_model_stock", "model_stock_periodic", "merge_wise_ft", "build_zeroshot"} & set(jobs)
+    # the soups and the task-vector merges take every seed; Model Stock, its periodic variant and WiSE-FT
+    # name their seeds, SLERP takes the first two
+    assert {"merge_uniform_soup", "greedy_soup", "merge_task_arithmetic", "merge_ties", "merge_dare",
+            "merge_dare_ties"} <= set(jobs)
+    assert not {"merge_model_stock", "model_stock_periodic", "merge_wise_ft", "merge_slerp",
+                "build_zeroshot"} & set(jobs)
 
 
 def test_adding_a_set_decodes_it_once_and_evaluates_only_it(run_dir):
@@ -92,8 +98,34 @@ def test_adding_a_set_decodes_it_once_and_evaluates_only_it(run_dir):
     def add_v2(config):
         config["eval"]["sets"]["v2"] = {"adapter": "imagefolder", "world_split": "v2"}
     jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, add_v2))
-    assert jobs["cache_eval_set"] == 1 and jobs["evaluate"] == len(MODELS)
+    assert jobs["cache_eval_set"] == 1 and jobs["evaluate"] == len(EVALUATED)
     assert not {"finetune", "pretrain_demo", "merge_model_stock", "greedy_soup"} & set(jobs)
+
+
+def test_the_ensemble_row_and_the_confidence_intervals(run_dir):
+    import pandas as pd
+
+    table = pd.read_csv(results(run_dir) / "tables" / "comparison.csv", index_col=0)
+    assert table.loc["ensemble", "inference_passes"] == 3 and table.loc["ensemble", "num_finetunes"] == 3
+    assert set(table["inference_passes"].drop("ensemble")) == {1}
+    for column in [*SETS, "id", "avg_shifts"]:
+        assert (table[f"{column}_lo"] <= table[column]).all() and (table[column] <= table[f"{column}_hi"]).all()
+    paired = pd.read_csv(results(run_dir) / "tables" / "paired.csv")
+    compared = set(EVALUATED[4:]) | {"ensemble"}  # every merge and the ensemble
+    assert set(paired["model"]) == compared and set(paired["vs"]) == {"best_finetune", "uniform_soup"}
+    from mlflow import MlflowClient
+
+    receipt = json.loads((results(run_dir) / "tracking" / "ensemble.json").read_text())
+    metrics = MlflowClient(receipt["tracking_uri"]).get_run(receipt["run_id"]).data.metrics
+    assert metrics["top1_lo/test"] == pytest.approx(table.loc["ensemble", "test_lo"])
+    assert metrics["top1_hi/avg_shifts"] == pytest.approx(table.loc["ensemble", "avg_shifts_hi"])
+
+
+def test_the_bootstrap_seed_reruns_only_the_views(run_dir):
+    jobs = planned_jobs(run_dir, configfile=edited_config(run_dir, lambda c: c.update(
+        uncertainty={"bootstrap_seed": 1})))
+    assert set(jobs) == {"compile_table", "plot_results", "log_mlflow", "log_summary", "all"}
+    assert jobs["log_mlflow"] == len(MODELS)
 
 
 # The demo's job shapes: one evaluation job per model (no cache), one MLflow job for the study.
@@ -118,7 +150,8 @@ def demo_shaped(run_dir, tmp_path_factory):
 
 def test_demo_job_shapes_rerun_only_evaluation_and_reporting(demo_shaped):
     _, _, planned = demo_shaped
-    assert planned == {"evaluate": len(MODELS), "log_mlflow": 1, "compile_table": 1, "plot_results": 1, "all": 1}
+    assert planned == {"evaluate": len(EVALUATED), "ensemble": 1, "log_mlflow": 1, "compile_table": 1,
+                       "plot_results": 1, "all": 1}
 
 
 def test_demo_job_shapes_give_byte_identical_results(run_dir, demo_shaped):
@@ -126,8 +159,9 @@ def test_demo_job_shapes_give_byte_identical_results(run_dir, demo_shaped):
     copy, _, _ = demo_shaped
     for model in MODELS:
         for eval_set in SETS:
-            rel = Path("results", "tiny", "eval", model, f"{eval_set}.json")
-            assert (copy / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
+            for name in (f"{eval_set}.json", f"{eval_set}.predictions.safetensors"):
+                rel = Path("results", "tiny", "eval", model, name)
+                assert (copy / rel).read_bytes() == (run_dir / rel).read_bytes(), rel
 
 
 def test_one_mlflow_job_keeps_one_run_per_model(demo_shaped):
@@ -149,7 +183,7 @@ def test_with_one_job_per_model_a_new_set_reruns_each_models_job(demo_shaped):
         config["eval"]["sets"]["v2"] = {"adapter": "imagefolder", "world_split": "v2"}
     assert planned_jobs(copy, configfile=edited_config(copy, demo_shapes)) == {}
     jobs = planned_jobs(copy, configfile=edited_config(copy, add_v2))
-    assert jobs["evaluate"] == len(MODELS) and "cache_eval_set" not in jobs
+    assert jobs["evaluate"] == len(EVALUATED) and "cache_eval_set" not in jobs
     assert not {"finetune", "pretrain_demo", "merge_model_stock", "greedy_soup"} & set(jobs)
 
 
@@ -158,7 +192,8 @@ def test_report_embeds_table_and_plots(run_dir):
     snakemake(run_dir, "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 10_000
-    for name in ("comparison.csv", "costs.csv", "id_vs_shifts.png", "model_stock_ratios.png", "greedy_soup.png"):
+    for name in ("comparison.csv", "costs.csv", "id_vs_shifts.png", "model_stock_geometry.png",
+                 "model_stock_periodic_geometry.png", "greedy_soup.png"):
         assert name in html, name
 
 
@@ -172,9 +207,12 @@ RULE_COMMANDS = {
     "merge_model_stock": ("merge", "clipmerge.merging.model_stock"),
     "merge_uniform_soup": ("merge", "clipmerge.merging.uniform_soup"),
     "merge_wise_ft": ("merge", "clipmerge.merging.wise_ft"), "greedy_soup": ("greedy-soup",),
+    **{f"merge_{m}": ("merge", f"clipmerge.merging.{m}") for m in ("task_arithmetic", "ties", "dare", "dare_ties",
+                                                                    "slerp")},
     "evaluate": ("evaluate",), "cache_eval_set": ("cache-eval-set",), "init_mlflow": ("init-mlflow",),
     "log_mlflow": ("log-mlflow",),
     "log_summary": ("log-mlflow",), "compile_table": ("table",), "plot_results": ("plots",),
+    "ensemble": ("ensemble",),
 }
 
 

@@ -18,11 +18,11 @@ def test_demo_dag_plans_every_stage(tmp_path):
     assert jobs["finetune"] == 4 and jobs["log_mlflow"] == 1  # mlflow.jobs: per_study
     for rule in ("make_world", "pretrain_demo", "build_zeroshot", "split_heldout", "merge_model_stock",
                  "merge_uniform_soup", "greedy_soup", "model_stock_periodic", "compile_table", "plot_results",
-                 "init_mlflow", "all"):
+                 "init_mlflow", "ensemble", "all"):
         assert jobs[rule] == 1, rule
     assert jobs["merge_wise_ft"] == 3
     assert "cache_eval_set" not in jobs and "log_summary" not in jobs
-    assert sum(jobs.values()) == 32
+    assert sum(jobs.values()) == 33
 
 
 def paper_config(tmp_path, seeds=4):
@@ -40,7 +40,8 @@ def test_paper_scale_dag_plans_from_dataset_roots(tmp_path):
     assert jobs["fetch_pretrained"] == 1 and "make_world" not in jobs and "pretrain_demo" not in jobs
     assert jobs["evaluate"] == (1 + 4 + 5) * 6  # zeroshot, 4 fine-tunes, 4 merges + WiSE-FT 0.5; per set
     assert jobs["cache_eval_set"] == 6  # each set decoded once for the 10 models
-    assert jobs["log_mlflow"] == 10 and jobs["log_summary"] == 1
+    assert jobs["ensemble"] == 1  # from the fine-tunes' saved predictions: no evaluation of its own
+    assert jobs["log_mlflow"] == 11 and jobs["log_summary"] == 1  # the 10 models and the ensemble
 
 
 def test_model_soups_dag_imports_72_files_and_trains_nothing(tmp_path):
@@ -65,7 +66,7 @@ def test_model_soups_dag_imports_72_files_and_trains_nothing(tmp_path):
     for rule in ("fetch_pretrained", "build_zeroshot", "split_heldout", "merge_uniform_soup", "greedy_soup",
                  "merge_model_stock", "merge_wise_ft"):
         assert jobs[rule] == 1, rule
-    assert jobs["evaluate"] == (1 + 72 + 4) * 6 and jobs["log_mlflow"] == 77
+    assert jobs["evaluate"] == (1 + 72 + 4) * 6 and jobs["log_mlflow"] == 77 + 1  # + the ensemble of the 72
 
 
 def test_missing_dataset_root_stops_before_any_job(tmp_path):

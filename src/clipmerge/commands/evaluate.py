@@ -1,5 +1,6 @@
 """`clipmerge evaluate`: top-1/top-5 of a classifier checkpoint on one or more evaluation sets
-(clipmerge.evaluation.evaluate), each written as its own eval JSON (clipmerge.evaluation.records).
+(clipmerge.evaluation.evaluate), each written as its own eval JSON (clipmerge.evaluation.records) with
+the per-image predictions beside it (clipmerge.evaluation.predictions).
 
 The model is loaded once for all its sets, so one process (one interpreter start) can serve a model's
 every set; each result is written as soon as it is computed."""
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import logging
 
+from clipmerge import layout
 from clipmerge.data.classnames import load_classnames
 from clipmerge.errors import ClipmergeError
 from clipmerge.evaluation.evaluate import SetSource, evaluate_model
+from clipmerge.evaluation.predictions import write_predictions
 from clipmerge.evaluation.records import write_eval
 from clipmerge.models.classifier import load_classifier
 from clipmerge.models.device import EVAL_PRECISIONS, pick_device
@@ -49,8 +52,13 @@ def run(args) -> None:
     classnames = load_classnames(args.classnames) if args.classnames else None
     model = load_classifier(args.model)
     for name, adapter, root, out in args.sets:
-        accuracy, n, classes = evaluate_model(model, arch, SetSource(adapter, root, caches.get(name)), classnames,
-                                     batch_size=args.batch_size, workers=args.workers, device=device,
-                                     desc=f"{args.model_id}/{name}", precision=args.precision)
-        write_eval(out, args.model_id, name, adapter, accuracy, n, classes)
-        log.info("%s on %s: top1 %.2f top5 %.2f (n=%d)", args.model_id, name, accuracy[1], accuracy[5], n)
+        result = evaluate_model(model, arch, SetSource(adapter, root, caches.get(name)), classnames,
+                                batch_size=args.batch_size, workers=args.workers, device=device,
+                                desc=f"{args.model_id}/{name}", precision=args.precision)
+        # The predictions first: an eval JSON never exists without the predictions it summarises.
+        write_predictions(layout.predictions_beside(out), model=args.model_id, eval_set=name,
+                          logits=result.logits.numpy(), labels=result.labels.numpy(), top1=result.top1.numpy(),
+                          samples=result.samples)
+        write_eval(out, args.model_id, name, adapter, result.accuracy, result.n, result.classes)
+        log.info("%s on %s: top1 %.2f top5 %.2f (n=%d)", args.model_id, name, result.accuracy[1],
+                 result.accuracy[5], result.n)

@@ -8,8 +8,10 @@ import argparse
 import json
 import logging
 
+from clipmerge.commands.result_args import add_bootstrap_arguments
 from clipmerge.errors import ClipmergeError
 from clipmerge.files import write_json
+from clipmerge.reporting.uncertainty import Bootstrap
 from clipmerge.tracking.runs import log_run, model_payload, model_run_ids, summary_payload
 from clipmerge.tracking.store import compare_url, read_receipt, runs_url, ui_base
 
@@ -30,7 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--config-hash", help="hash of the config that produced the results (tag)")
     model.add_argument("--runs", type=json.loads,
                        help="instead of --meta ...: a JSON list of runs, each {meta, history, diagnostics, evals, "
-                            "config_hash, out}, logged in turn (then the summary run if --artifacts is given)")
+                            "predictions, config_hash, out}, logged in turn (then the summary run if --artifacts "
+                            "is given)")
+    add_bootstrap_arguments(parser)
     summary = parser.add_argument_group("the study's summary run")
     summary.add_argument("--summary", action="store_true", help="log --artifacts to the summary run")
     summary.add_argument("--artifacts", nargs="+", default=[],
@@ -44,24 +48,27 @@ def run(args: argparse.Namespace) -> None:
         for spec in args.runs:
             log_model(uri, experiment_id, args, meta=spec["meta"], history=spec.get("history"),
                       diagnostics=spec.get("diagnostics", []), evals=spec["evals"],
-                      config_hash=spec.get("config_hash"), out=spec["out"])
+                      predictions=spec.get("predictions", []), config_hash=spec.get("config_hash"), out=spec["out"])
         if args.artifacts:
             log_summary(uri, experiment_id, args.artifacts, args.out)
     elif args.summary:
         log_summary(uri, experiment_id, args.artifacts, args.out)
     else:
         log_model(uri, experiment_id, args, meta=args.meta, history=args.history, diagnostics=args.diagnostics,
-                  evals=args.evals, config_hash=args.config_hash, out=args.out)
+                  evals=args.evals, predictions=args.predictions, config_hash=args.config_hash, out=args.out)
 
 
-def log_model(uri: str, experiment_id: str, args, *, meta, history, diagnostics, evals, config_hash, out) -> None:
+def log_model(uri: str, experiment_id: str, args, *, meta, history, diagnostics, evals, predictions, config_hash,
+              out) -> None:
     needed = [("--study", args.study), ("--meta", meta), ("--evals", evals), ("--id", args.id_set),
               ("--shifts", args.shifts)]
     missing = [flag for flag, value in needed if not value]
     if missing:
         raise ClipmergeError(f"log-mlflow needs {', '.join(missing)} (or --summary)")
     payload = model_payload(args.study, meta, evals, args.id_set, args.shifts, history=history,
-                            diagnostics=diagnostics, config_hash=config_hash)
+                            diagnostics=diagnostics, predictions=predictions,
+                            protocol=Bootstrap(args.resamples, args.bootstrap_seed, args.level),
+                            config_hash=config_hash)
     write_receipt(uri, experiment_id, payload, out)
 
 

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import argparse
 
-from clipmerge.commands.result_args import add_result_arguments
+from clipmerge.commands.result_args import add_bootstrap_arguments, add_result_arguments, bootstrap_study
+from clipmerge.errors import ClipmergeError
 from clipmerge.evaluation.records import read_evals
 from clipmerge.reporting.results import model_benchmarks, read_metas
-from clipmerge.reporting.table import build_table, cost_markdown, cost_table, to_html, to_markdown, write_text
+from clipmerge.reporting.table import (
+    accuracy_columns,
+    build_table,
+    cell_marks,
+    cost_markdown,
+    cost_table,
+    intervals_markdown,
+    legend,
+    paired_markdown,
+    paired_table,
+    to_html,
+    to_markdown,
+    write_text,
+)
+from clipmerge.reporting.uncertainty import all_paired
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_result_arguments(parser)
+    add_bootstrap_arguments(parser)
     parser.add_argument("--benchmarks", nargs="+", required=True,
                         help="Snakemake benchmark TSVs: benchmarks/models/<model>.tsv of every model (the cost "
                              "column), and any other job's (the cost table)")
@@ -20,17 +36,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-html", help="HTML table, best values in bold")
     parser.add_argument("--out-costs-csv", help="per-stage cost table (jobs, wall s, CPU s, peak RSS MB)")
     parser.add_argument("--out-costs-md", help="the per-stage cost table as markdown")
+    parser.add_argument("--out-intervals-md", help="every cell's confidence interval as markdown (needs --predictions)")
+    parser.add_argument("--out-paired-csv", help="paired comparisons of the merges with the best fine-tune and the "
+                                                 "uniform soup (needs --predictions)")
+    parser.add_argument("--out-paired-md", help="the paired comparisons as markdown")
 
 
 def run(args: argparse.Namespace) -> None:
-    table = build_table(read_evals(args.evals), read_metas(args.metas), model_benchmarks(args.benchmarks),
-                        args.id_set, args.shifts)
-    markdown = to_markdown(table)
+    evals = read_evals(args.evals)
+    study = bootstrap_study(args, evals)
+    if study is None and (args.out_intervals_md or args.out_paired_csv or args.out_paired_md):
+        raise ClipmergeError("--out-intervals-md/--out-paired-*: the intervals need --predictions")
+    table = build_table(evals, read_metas(args.metas), model_benchmarks(args.benchmarks), args.id_set, args.shifts,
+                        study)
+    paired = all_paired(study, table["id"].to_dict()) if study is not None else []
+    marks = cell_marks(paired)
+    markdown = to_markdown(table, marks)
     write_text(args.out_csv, table.to_csv())
     if args.out_md:
-        write_text(args.out_md, markdown + "\n")
+        write_text(args.out_md, markdown + ("\n\n" + legend(args.level) if study is not None else "") + "\n")
     if args.out_html:
-        write_text(args.out_html, to_html(table))
+        write_text(args.out_html, to_html(table, marks))
+    if args.out_intervals_md:
+        write_text(args.out_intervals_md, intervals_markdown(table) + "\n")
+    if args.out_paired_csv or args.out_paired_md:
+        pairs = paired_table(paired)
+        if args.out_paired_csv:
+            write_text(args.out_paired_csv, pairs.to_csv(index=False))
+        if args.out_paired_md:
+            write_text(args.out_paired_md, paired_markdown(pairs, accuracy_columns(table)) + "\n")
     if args.out_costs_csv or args.out_costs_md:
         costs = cost_table(args.benchmarks)
         if args.out_costs_csv:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch.utils.data import DataLoader
 
 from clipmerge.data.cache import file_keys, with_cache
 from clipmerge.data.eval_set import EvalSet
 from clipmerge.data.eval_sets import build_eval_set
-from clipmerge.evaluation.predict import predict, topk_accuracy
+from clipmerge.evaluation.predict import predict, ranked_classes, ranking_accuracy
+from clipmerge.evaluation.predictions import samples_of
 from clipmerge.models.clip import eval_transform, preprocess_cfg
 from clipmerge.models.device import loader_kwargs
 
@@ -54,7 +56,12 @@ def predict_set(model, transform, source: SetSource, classnames: list[str] | Non
                 workers: int, device, desc: str = "evaluate", precision: str = "fp32"):
     """The projected logits and labels of ``model`` on one set under ``transform`` (an eval transform
     ending in Normalize), decoded now or read from ``source.cache``, its tower run in ``precision``."""
-    eval_set = open_eval_set(source, transform, classnames)
+    return _predict(model, transform, source, open_eval_set(source, transform, classnames), classnames,
+                    batch_size=batch_size, workers=workers, device=device, desc=desc, precision=precision)
+
+
+def _predict(model, transform, source: SetSource, eval_set: EvalSet, classnames, *, batch_size: int, workers: int,
+             device, desc: str, precision: str):
     if source.cache is None:
         loader = DataLoader(eval_set.dataset, batch_size=batch_size, **loader_kwargs(device, workers))
         return predict(model, loader, device, eval_set.project, desc=desc, precision=precision)
@@ -65,12 +72,33 @@ def predict_set(model, transform, source: SetSource, classnames: list[str] | Non
         batch_size=batch_size, workers=workers)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One model on one set: top-1/top-5 (percent) and what the predictions file records."""
+
+    accuracy: dict[int, float]
+    logits: torch.Tensor  # [n, classes], the set's own label space
+    labels: torch.Tensor
+    top1: torch.Tensor  # the first class of the ranking the accuracy is computed from
+    samples: list[str]  # image paths relative to the set's root, in order
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def classes(self) -> int:
+        return self.logits.shape[1]
+
+
 def evaluate_model(model, arch: str, source: SetSource, classnames: list[str] | None, *, batch_size: int,
-                   workers: int, device, desc: str = "evaluate", precision: str = "fp32"
-                   ) -> tuple[dict[int, float], int, int]:
-    """Top-1/top-5 (percent) of the loaded classifier ``model`` of ``arch`` on one set, the images scored
-    and the classes each is ranked among (the projected logits' width)."""
-    logits, labels = predict_set(model, eval_transform(preprocess_cfg(arch, model)), source, classnames,
-                                 batch_size=batch_size, workers=workers, device=device, desc=desc,
-                                 precision=precision)
-    return topk_accuracy(logits, labels), len(labels), logits.shape[1]
+                   workers: int, device, desc: str = "evaluate", precision: str = "fp32") -> Evaluation:
+    """The loaded classifier ``model`` of ``arch`` on one set: its accuracy, each image's logits (ranked
+    among the projected logits' width of classes) and prediction."""
+    transform = eval_transform(preprocess_cfg(arch, model))
+    eval_set = open_eval_set(source, transform, classnames)
+    logits, labels = _predict(model, transform, source, eval_set, classnames, batch_size=batch_size,
+                              workers=workers, device=device, desc=desc, precision=precision)
+    ranking = ranked_classes(logits)
+    return Evaluation(ranking_accuracy(ranking, labels), logits, labels, ranking[:, 0],
+                      samples_of([path for path, _ in eval_set.dataset.samples], source.root))

@@ -42,10 +42,21 @@ def predict(
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
+def ranked_classes(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """The ``k`` best classes of each row (k capped at the class count), best first."""
+    return logits.topk(min(k, logits.shape[1]), dim=1).indices
+
+
+def ranking_accuracy(ranking: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
+    """Percent of rows whose label is among the first k classes of ``ranking``."""
+    if len(labels) == 0:
+        return {k: float("nan") for k in ks}
+    hits = ranking == labels[:, None]
+    return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+
+
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, float]:
     """Percent of rows whose label is among the k largest logits (k capped at the class count)."""
     if len(labels) == 0:
         return {k: float("nan") for k in ks}
-    ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hits = ranked == labels[:, None]
-    return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
+    return ranking_accuracy(ranked_classes(logits, max(ks)), labels, ks)

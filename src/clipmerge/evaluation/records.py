@@ -27,6 +27,7 @@ class EvalResult:
     top5: float
     n: int
     path: Path
+    adapter: str | None = None
 
 
 def write_eval(path: str | os.PathLike, model: str, eval_set: str, adapter: str, accuracy: dict[int, float],
@@ -45,7 +46,8 @@ def read_eval(path: str | os.PathLike) -> EvalResult:
             f"{path}: holds model={obj['model']!r} eval_set={obj['eval_set']!r}, which does not match its "
             "path eval/<model>/<eval_set>.json"
         )
-    return EvalResult(obj["model"], obj["eval_set"], float(obj["top1"]), float(obj["top5"]), int(obj["n"]), path)
+    return EvalResult(obj["model"], obj["eval_set"], float(obj["top1"]), float(obj["top5"]), int(obj["n"]), path,
+                      obj.get("adapter"))
 
 
 def read_evals(paths: Iterable[str | os.PathLike]) -> dict[str, dict[str, EvalResult]]:

@@ -1,5 +1,5 @@
-"""Per-tensor merge diagnostics (Model Stock's cosine, angle and ratio t) and their summary: what
-merge.json and periodic Model Stock's merge_history.json record."""
+"""Per-tensor merge diagnostics (Model Stock's cosine, angle, ratio t and the deltas' norms) and their
+summary: what merge.json and periodic Model Stock's merge_history.json record."""
 
 from __future__ import annotations
 
@@ -7,21 +7,27 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-Guard = Literal["zero_delta", "negative_cos", "non_float"]
+# "parallel": SLERP's two vectors were (anti-)parallel, so it interpolated linearly (merging/slerp.py).
+Guard = Literal["zero_delta", "negative_cos", "non_float", "parallel"]
 
 
 @dataclass(frozen=True)
 class TensorDiagnostics:
     """How one tensor was merged. ``cos`` is after guards; ``angle_deg`` is the mean pairwise angle
-    before the negative-cos clamp; ``guard`` names the rule that changed the result, if any."""
+    before the negative-cos clamp; ``guard`` names the rule that changed the result, if any;
+    ``norms`` are the L2 norms of the N deltas ``w_i - w0`` in input order (the square roots of the
+    Gram matrix's diagonal), None where nothing was computed (non-float tensors)."""
 
     cos: float | None
     angle_deg: float | None
     t: float | None
     guard: Guard | None
+    norms: tuple[float, ...] | None = None
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["norms"] = None if self.norms is None else list(self.norms)
+        return out
 
 
 def summarize(diagnostics: Mapping[str, TensorDiagnostics]) -> dict:

@@ -1,10 +1,11 @@
 """Apply a registered merge method to safetensors checkpoints, streaming tensor by tensor.
 
 Memory: for each tensor key, the method sees a lazy column that reads that tensor from each input
-only when iterated, and the merged tensor is written out at once. Uniform soup and WiSE-FT therefore
-hold about one tensor per input at a time; Model Stock holds an [N, numel] float32 buffer of deltas
-(it needs every pairwise angle), allocated once for the largest tensor and reused. Nothing ever holds
-a whole model.
+only when iterated, and the merged tensor is written out at once. Uniform soup, WiSE-FT and the
+task-vector merges (task arithmetic, TIES, DARE, DARE-TIES, SLERP) therefore hold a few copies of one
+tensor at a time, reading the inputs one by one; Model Stock holds an [N, numel] float32 buffer of
+deltas (it needs every pairwise angle), allocated once for the largest tensor and reused. Nothing ever
+holds a whole model.
 
 Safety: every input is validated (readable header, same keys/shapes/dtypes/metadata) before a byte is
 written; tensors are checked finite as they are read; the output appears atomically at the end, so a
@@ -39,7 +40,7 @@ SCRATCH_BYTES = 128 << 20
 
 @dataclass
 class MergeReport:
-    """What ``merge_checkpoints`` did: the shared layout and per-tensor diagnostics (Model Stock)."""
+    """What ``merge_checkpoints`` did: the shared layout and per-tensor diagnostics (Model Stock, SLERP)."""
 
     method: str
     options: dict
@@ -96,12 +97,16 @@ def merge_checkpoints(
     """Merge safetensors checkpoints into ``out`` with a registered method, streaming.
 
     Args:
-        method: a registry name with a per-tensor function (model_stock, uniform_soup, wise_ft).
-        inputs: the checkpoints to merge (fine-tunes; for wise_ft exactly one).
+        method: a registry name with a per-tensor function (model_stock, uniform_soup, wise_ft,
+            task_arithmetic, ties, dare, dare_ties, slerp).
+        inputs: the checkpoints to merge (fine-tunes; for wise_ft exactly one, for slerp two).
         out: output path, written atomically; must not be one of the inputs.
-        anchor: the pre-trained/zero-shot checkpoint (model_stock's w0, wise_ft's alpha = 0 end).
+        anchor: the pre-trained/zero-shot checkpoint (model_stock's w0, wise_ft's alpha = 0 end, the
+            task-vector merges' w0).
         options: keyword options of the method (model_stock: average, clamp_negative, eps;
-            wise_ft: alpha).
+            wise_ft: alpha; task_arithmetic: scale; ties: density, scale; dare and dare_ties:
+            drop_rate, scale, mask_seed; slerp: t, space). A method whose registry entry
+            ``needs_key`` also gets each tensor's state-dict key as ``key``.
 
     Returns:
         A report with the inputs' layout (header metadata is copied to ``out``) and diagnostics.
@@ -143,7 +148,8 @@ def merge_checkpoints(
                     rows = scratch[: len(inputs) * numel].view(len(inputs), numel)
                 column = _Column(readers, key, rows)
                 try:
-                    tensor, diagnostics = merge_tensor(column, anchor_tensor, **call_options)
+                    tensor, diagnostics = merge_tensor(column, anchor_tensor, **call_options,
+                                                       **({"key": key} if spec.needs_key else {}))
                     if unchecked:  # a NaN/inf input spreads to the result
                         check_finite(tensor, key, "the merged model")
                 except ClipmergeError as e:
@@ -155,15 +161,17 @@ def merge_checkpoints(
                 yield key, tensor
 
         write_streaming(out, layout, merged_tensors())
-    _log_guards(report.tensors)
+    _log_guards(method, report.tensors)
     return report
 
 
 def _check_call(spec: MergeMethod, merge_tensor, inputs, anchor, options: dict, out) -> None:
     if merge_tensor is None:
         raise ClipmergeError(f"{spec.name} is not a tensor-wise merge (use `clipmerge greedy-soup`)")
+    if spec.needs_key and "key" in options:
+        raise ClipmergeError(f"{spec.name}: 'key' is no option (the driver passes each tensor's key)")
     try:
-        inspect.signature(merge_tensor).bind([], None, **options)
+        inspect.signature(merge_tensor).bind([], None, **options, **({"key": ""} if spec.needs_key else {}))
     except TypeError as e:
         raise ClipmergeError(f"{spec.name}: bad options {sorted(options)} ({e})") from None
     spec.check_options(options)
@@ -180,11 +188,11 @@ def _check_call(spec: MergeMethod, merge_tensor, inputs, anchor, options: dict, 
             raise ClipmergeError(f"output {out} is also an input; refusing to overwrite it")
 
 
-def _log_guards(tensors: Mapping[str, TensorDiagnostics]) -> None:
+def _log_guards(method: str, tensors: Mapping[str, TensorDiagnostics]) -> None:
     if not tensors:
         return
     for guard, keys in summarize(tensors)["guarded"].items():
-        log.warning("model_stock guard %s on %d tensors (e.g. %s)", guard, len(keys), ", ".join(keys[:3]))
+        log.warning("%s guard %s on %d tensors (e.g. %s)", method, guard, len(keys), ", ".join(keys[:3]))
 
 
 def merge_models(

@@ -89,14 +89,15 @@ def model_stock(
         gram, delta_sum = _blocked_gram(finetuned, w0, scratch)
     else:
         gram, delta_sum = _gram(finetuned, w0, scratch)
-    cos, angle_deg, guard = _mean_cosine(gram, average, eps)
+    cos, angle_deg, guard, norms = _mean_cosine(gram, average, eps)
     if cos < 0 and clamp_negative:
         cos, guard = 0.0, "negative_cos"
     t = _ratio(n, cos)
     # w_avg = w0 + mean(d)
     w_avg = delta_sum.div_(n).add_(w0)
     merged = w_avg.mul_(t).add_(w0, alpha=1.0 - t)
-    return merged.reshape(anchor.shape).to(anchor.dtype), TensorDiagnostics(cos, angle_deg, t, guard)
+    diagnostics = TensorDiagnostics(cos, angle_deg, t, guard, norms)
+    return merged.reshape(anchor.shape).to(anchor.dtype), diagnostics
 
 
 def _gram(finetuned, w0: torch.Tensor, scratch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,9 +136,10 @@ def _blocked_gram(finetuned, w0: torch.Tensor, scratch: torch.Tensor) -> tuple[t
     return gram, delta_sum
 
 
-def _mean_cosine(gram: torch.Tensor, average: Average, eps: float) -> tuple[float, float, Guard | None]:
-    """Mean pairwise cosine (per ``average``) and mean pairwise angle of the deltas whose Gram matrix
-    (every pairwise dot product) is ``gram``."""
+def _mean_cosine(gram: torch.Tensor, average: Average,
+                 eps: float) -> tuple[float, float, Guard | None, tuple[float, ...]]:
+    """Mean pairwise cosine (per ``average``), mean pairwise angle, guard and the deltas' L2 norms (from
+    the diagonal) of the deltas whose Gram matrix (every pairwise dot product) is ``gram``."""
     if not torch.isfinite(gram).all():
         raise ClipmergeError("model_stock: delta dot products are not finite (a NaN/inf input, or deltas above "
                              "~1e19 overflowing float32)")
@@ -154,7 +156,7 @@ def _mean_cosine(gram: torch.Tensor, average: Average, eps: float) -> tuple[floa
         cos = math.sin(math.radians(90.0 - mean_angle))  # = cos(mean_angle), but exactly 0 at 90 degrees
     else:
         cos = float(pair_cos.mean())
-    return cos, mean_angle, None if bool(moving.all()) else "zero_delta"
+    return cos, mean_angle, None if bool(moving.all()) else "zero_delta", tuple(norms.tolist())
 
 
 def _ratio(n: int, cos: float) -> float:

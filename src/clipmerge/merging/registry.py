@@ -7,6 +7,8 @@ the code inputs of a merge are the modules of that method alone (clipmerge.workf
 A method's module defines the function named like the method; tensor-wise methods also define
 ``merge_tensor(tensors, anchor, **options) -> (tensor, diagnostics or None)``, the calling convention
 of the streaming driver, and may define ``check_options(**options)``, called before anything is read.
+An entry with ``needs_key`` also gets ``key=<the tensor's state-dict key>`` from the driver (DARE's
+masks are seeded per tensor); ``key`` is then no user option.
 Greedy soup is a search that evaluates models, so it has no ``merge_tensor``; ``clipmerge greedy-soup``
 runs it. Method names are ``clipmerge.layout.METHOD_NAMES``: the registry
 holds all of them but model_stock_periodic, a training procedure (clipmerge.training.periodic).
@@ -33,6 +35,8 @@ class MergeMethod:
     max_inputs: int | None = None
     # merge_tensor takes ``scratch``, a float32 buffer of N x numel elements the driver reuses.
     uses_scratch: bool = False
+    # merge_tensor takes ``key``, the tensor's state-dict key (DARE seeds its masks with it).
+    needs_key: bool = False
 
     @property
     def function(self) -> Callable:
@@ -60,6 +64,16 @@ REGISTRY: dict[str, MergeMethod] = {
                     "clipmerge.merging.uniform_soup"),
         MergeMethod("wise_ft", "WiSE-FT", "https://arxiv.org/abs/2109.01903", "clipmerge.merging.wise_ft",
                     needs_anchor=True, max_inputs=1),
+        MergeMethod("task_arithmetic", "Task Arithmetic", "https://arxiv.org/abs/2212.04089",
+                    "clipmerge.merging.task_arithmetic", needs_anchor=True),
+        MergeMethod("ties", "TIES-Merging", "https://arxiv.org/abs/2306.01708", "clipmerge.merging.ties",
+                    needs_anchor=True),
+        MergeMethod("dare", "DARE", "https://arxiv.org/abs/2311.03099", "clipmerge.merging.dare",
+                    needs_anchor=True, needs_key=True),
+        MergeMethod("dare_ties", "DARE-TIES", "https://arxiv.org/abs/2311.03099", "clipmerge.merging.dare_ties",
+                    needs_anchor=True, needs_key=True),
+        MergeMethod("slerp", "SLERP", "https://doi.org/10.1145/325334.325242", "clipmerge.merging.slerp",
+                    needs_anchor=True, min_inputs=2, max_inputs=2),
         MergeMethod("greedy_soup", "Greedy Soup", "https://arxiv.org/abs/2203.05482", "clipmerge.merging.greedy_soup",
                     tensorwise=False),
     )

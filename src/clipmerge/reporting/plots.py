@@ -4,11 +4,17 @@
   figures; the WiSE-FT models are joined into a curve from the zero-shot model (alpha 0) to their
   fine-tune (alpha 1).
 - ``wise_ft_curve.png``: ID and average-shift top-1 against alpha.
-- ``model_stock_ratios.png``: Model Stock's per-tensor interpolation ratio t and cosine, in state-dict order.
+- ``model_stock_geometry.png``: Model Stock's geometry by depth, as the paper plots it: the mean
+  pairwise angle between the fine-tunes' deltas, the deltas' norm and the ratio t, one line per tensor
+  kind (clipmerge.reporting.geometry), from the post-training merge's merge.json.
+- ``model_stock_periodic_geometry.png``: the same numbers for every merge of periodic Model Stock
+  (merge_history.json): per kind against the merge step, and per depth for each merge step.
 - ``greedy_soup.png``: held-out accuracy at each greedy-soup step, accepted candidates marked.
 
 Every requested plot is written: when the study has no results for it (e.g. no WiSE-FT), the PNG is a
-placeholder that says so, so a workflow rule can always declare the four outputs.
+placeholder that says so, so a workflow rule can always declare every output. The two geometry
+plots also write the numbers they draw beside the PNG (``<name>.json``, ``layout.PLOTS_WITH_DATA``;
+``{"plot", "no_data"}`` for a placeholder).
 """
 
 from __future__ import annotations
@@ -20,24 +26,28 @@ from pathlib import Path
 
 from clipmerge import layout
 from clipmerge.errors import ClipmergeError
-from clipmerge.files import read_object
+from clipmerge.files import read_json, read_object, write_json
+from clipmerge.reporting import geometry
 
 log = logging.getLogger(__name__)
 
-PLOTS = ("id_vs_shifts", "wise_ft_curve", "model_stock_ratios", "greedy_soup")
+PLOTS = ("id_vs_shifts", "wise_ft_curve", "model_stock_geometry", "model_stock_periodic_geometry", "greedy_soup")
 ZEROSHOT = layout.ZEROSHOT
 DPI = 120
 
 
 def write_plots(names: list[str], accuracy: dict, metas: Mapping[str, dict], out_dir, id_set: str,
-                merge_diagnostics=None, greedy_diagnostics=None) -> None:
-    """Write ``<out_dir>/<name>.png`` for each of ``names``.
+                merge_diagnostics=None, greedy_diagnostics=None, merge_history=None, intervals=None) -> None:
+    """Write ``<out_dir>/<name>.png`` for each of ``names`` (and ``<name>.json`` for the plots in
+    ``layout.PLOTS_WITH_DATA``).
 
     Args:
         accuracy: ``{model: (ID top-1, average-shift top-1)}`` in row order.
         metas: every model's meta.json (the WiSE-FT curves follow their ingredients).
-        merge_diagnostics, greedy_diagnostics: Model Stock's merge.json and greedy soup's greedy.json,
-            when the study has them (else those plots are placeholders).
+        merge_diagnostics, greedy_diagnostics, merge_history: Model Stock's merge.json, greedy soup's
+            greedy.json and periodic Model Stock's merge_history.json, when the study has them (else
+            those plots are placeholders).
+        intervals: ``{model: ((ID lo, hi), (average-shift lo, hi))}``, the error bars of id_vs_shifts.
     """
     import matplotlib
 
@@ -48,19 +58,27 @@ def write_plots(names: list[str], accuracy: dict, metas: Mapping[str, dict], out
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = wise_curves(accuracy, metas)
     missing = "not part of this study"
-    builders = {"id_vs_shifts": lambda: plot_id_vs_shifts(accuracy, curves, id_set),
+    builders = {"id_vs_shifts": lambda: plot_id_vs_shifts(accuracy, curves, id_set, intervals),
                 "wise_ft_curve": lambda: plot_wise_ft_curve(accuracy, curves, id_set),
-                "model_stock_ratios": lambda: plot_model_stock_ratios(Path(merge_diagnostics))
+                "model_stock_geometry": lambda: plot_model_stock_geometry(geometry_data(Path(merge_diagnostics)))
                 if merge_diagnostics else f"no Model Stock merge diagnostics ({missing})",
+                "model_stock_periodic_geometry":
+                    lambda: plot_periodic_geometry(periodic_geometry_data(Path(merge_history)))
+                if merge_history else f"no periodic Model Stock merge history ({missing})",
                 "greedy_soup": lambda: plot_greedy_soup(Path(greedy_diagnostics))
                 if greedy_diagnostics else f"no greedy soup diagnostics ({missing})"}
     for name in names:
-        fig = builders[name]()
+        fig, data = builders[name](), None
+        if isinstance(fig, tuple):
+            fig, data = fig
         if isinstance(fig, str):
             log.warning("%s: %s; writing a placeholder", name, fig)
+            data = {"plot": name, "no_data": fig}
             fig = placeholder(name, fig)
         fig.savefig(out_dir / f"{name}.png", dpi=DPI)
         plt.close(fig)
+        if name in layout.PLOTS_WITH_DATA:  # layout.plot_data: beside the PNG
+            write_json(out_dir / f"{name}.json", data)
 
 
 def wise_curves(accuracy: dict, metas: Mapping[str, dict]) -> dict[str, list[tuple[float, str]]]:
@@ -98,8 +116,9 @@ def _group_colors(models) -> dict[str, str]:
     return {m: palette[layout.model_sort_key(m)[0] % len(palette)] for m in models}
 
 
-def plot_id_vs_shifts(accuracy: dict, curves: dict, id_set: str):
-    """Scatter of ID vs average-shift top-1, every model labelled, WiSE-FT curves drawn through."""
+def plot_id_vs_shifts(accuracy: dict, curves: dict, id_set: str, intervals: Mapping | None = None):
+    """Scatter of ID vs average-shift top-1, every model labelled, WiSE-FT curves drawn through, with
+    each model's confidence intervals on both axes as error bars when ``intervals`` are given."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
@@ -108,11 +127,16 @@ def plot_id_vs_shifts(accuracy: dict, curves: dict, id_set: str):
         xs, ys = zip(*(accuracy[m] for _, m in points), strict=True)
         ax.plot(xs, ys, "-", color="0.6", zorder=1, label=f"WiSE-FT ({ZEROSHOT} to {finetune})")
     for model, (x, y) in accuracy.items():
+        if intervals is not None:
+            (x_lo, x_hi), (y_lo, y_hi) = intervals[model]
+            ax.errorbar(x, y, xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]], color=colors[model],
+                        alpha=0.5, linewidth=0.8, capsize=2, zorder=1.5)
         ax.scatter(x, y, color=colors[model], s=40, zorder=2, edgecolor="black", linewidth=0.5)
         ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"ID top-1 (%) on {id_set}")
     ax.set_ylabel("average top-1 (%) over the shifts")
-    ax.set_title("In-distribution vs distribution-shift accuracy")
+    ax.set_title("In-distribution vs distribution-shift accuracy"
+                 + (" (bars: bootstrap confidence intervals)" if intervals is not None else ""))
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8, loc="lower right")
@@ -139,47 +163,162 @@ def plot_wise_ft_curve(accuracy: dict, curves: dict, id_set: str):
     return fig
 
 
-def read_merge_tensors(path: Path) -> dict[str, dict]:
-    """Per-tensor Model Stock diagnostics ``{name: {"cos", "angle_deg", "t", "guard"}}`` from merge.json,
-    in state-dict order (clipmerge.merging.driver writes them so)."""
-    tensors = read_object(path).get("tensors")
-    if not isinstance(tensors, dict) or not tensors:
-        raise ClipmergeError(f"{path}: 'tensors' must be a non-empty object of per-tensor diagnostics")
-    for name, entry in tensors.items():
-        if not isinstance(entry, dict) or "t" not in entry or "cos" not in entry:
-            raise ClipmergeError(f"{path}: tensor {name!r} needs 't' and 'cos'")
-    return tensors
+def geometry_data(path: Path) -> dict:
+    """The numbers ``model_stock_geometry`` draws, from a Model Stock merge.json: per (depth, kind) the
+    mean angle, t and delta norm (:func:`clipmerge.reporting.geometry.aggregate`).
+
+    Returns:
+        ``{"plot", "source", "model", "n_blocks", "n_tensors", "guarded": {guard: n}, "groups": [row]}``,
+        depth -1 being the embeddings (before block 0) and ``n_blocks`` what follows the last block.
+    """
+    merge = read_object(path)
+    tensors = geometry.check_tensors(merge.get("tensors"), path)
+    return {"plot": "model_stock_geometry", "source": str(path), "model": merge.get("model"),
+            "n_blocks": geometry.block_count(tensors), "n_tensors": len(tensors), "guarded": _guards(tensors),
+            "groups": geometry.aggregate(tensors)}
 
 
-def plot_model_stock_ratios(path: Path):
-    """Per-tensor ratio t and cosine of Model Stock; tensors a guard changed are marked by guard."""
+def periodic_geometry_data(path: Path) -> dict:
+    """The numbers ``model_stock_periodic_geometry`` draws, from periodic Model Stock's
+    merge_history.json: for every merge, the means per kind (over all depths) and per depth (over all
+    kinds).
+
+    Returns:
+        ``{"plot", "source", "n_blocks", "n_tensors", "groups": {kind: [keys]}, "merges": [{"step",
+        "epoch", "guarded", "by_kind": [row], "by_depth": [row]}]}``; the rows omit their keys, which
+        ``groups`` (the grouping of the first merge) lists once.
+    """
+    merges = geometry.merge_steps(read_json(path), path)
+
+    def rows(tensors, by):
+        return [{k: v for k, v in row.items() if k != "keys"} for row in geometry.aggregate(tensors, by)]
+
+    first = merges[0]["tensors"]
+    return {"plot": "model_stock_periodic_geometry", "source": str(path), "n_blocks": geometry.block_count(first),
+            "n_tensors": len(first),
+            "groups": {row["kind"]: row["keys"] for row in geometry.aggregate(first, ("kind",))},
+            "merges": [{"step": m["step"], "epoch": m.get("epoch"), "guarded": _guards(m["tensors"]),
+                        "by_kind": rows(m["tensors"], ("kind",)), "by_depth": rows(m["tensors"], ("depth",))}
+                       for m in merges]}
+
+
+def _guards(tensors: Mapping[str, dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for entry in tensors.values():
+        if entry.get("guard"):
+            counts[entry["guard"]] = counts.get(entry["guard"], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+# The geometry plots' panels: (row field, y label, log scale).
+GEOMETRY_PANELS = (("angle_deg_mean", "angle between deltas (deg)", False),
+                   ("delta_norm_mean", "delta norm ||w_i - w0||", True),
+                   ("t_mean", "ratio t", False))
+
+
+def _kind_colors() -> dict[str, str]:
     import matplotlib.pyplot as plt
 
-    tensors = read_merge_tensors(path)
-    names = list(tensors)
-    x = range(len(names))
-    guards = sorted({e["guard"] for e in tensors.values() if e.get("guard")})
-    fig, (ax_t, ax_cos) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
-    for ax, key, label in ((ax_t, "t", "ratio t"), (ax_cos, "cos", "cos(angle)")):
-        # null: a guard skipped the computation (e.g. a non-float tensor copied from the anchor)
-        values = [float("nan") if e[key] is None else float(e[key]) for e in tensors.values()]
-        ax.plot(x, values, ".-", linewidth=0.8, markersize=4)
-        for guard, color in zip(guards, ("red", "orange", "purple", "brown"), strict=False):
-            hit = [i for i, e in enumerate(tensors.values())
-                   if e.get("guard") == guard and not math.isnan(values[i])]
-            if hit:  # NaN points (nothing computed) are counted in the title instead
-                ax.scatter(hit, [values[i] for i in hit], color=color, zorder=3, s=18, label=f"guard: {guard}")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+    palette = plt.get_cmap("tab10").colors
+    return {kind: palette[i % len(palette)] for i, kind in enumerate(geometry.KINDS)}
+
+
+def _values(rows: list[dict], field: str) -> list[float]:
+    return [float("nan") if r[field] is None else float(r[field]) for r in rows]
+
+
+def _set_scale(ax, values: list[float], log_scale: bool) -> None:
+    finite = [v for v in values if not math.isnan(v)]
+    if log_scale and finite and min(finite) > 0:
+        ax.set_yscale("log")
+
+
+def _depth_ticks(ax, n_blocks: int) -> None:
+    ticks = [geometry.BEFORE, *range(n_blocks), n_blocks]
+    step = max(1, math.ceil(n_blocks / 16))  # at most ~16 block numbers
+    labels = ["emb", *(str(i) if i % step == 0 else "" for i in range(n_blocks)), "out"]
+    ax.set_xticks(ticks, labels)
+
+
+def _guard_note(guarded: Mapping[str, int]) -> str:
+    return "; guarded: " + ", ".join(f"{g} {n}" for g, n in guarded.items()) if guarded else ""
+
+
+def plot_model_stock_geometry(data: dict):
+    """Angle, delta norm and t against depth, one line per tensor kind (``data``: :func:`geometry_data`)."""
+    import matplotlib.pyplot as plt
+
+    colors = _kind_colors()
+    placed = [r for r in data["groups"] if r["depth"] is not None]
+    unplaced = sum(r["n_tensors"] for r in data["groups"] if r["depth"] is None)
+    fig, axes = plt.subplots(len(GEOMETRY_PANELS), 1, figsize=(8, 8), sharex=True, layout="constrained")
+    kinds = [k for k in geometry.KINDS if any(r["kind"] == k for r in placed)]
+    for ax, (field, label, log_scale) in zip(axes, GEOMETRY_PANELS, strict=True):
+        plotted = []
+        for kind in kinds:
+            rows = [r for r in placed if r["kind"] == kind]
+            values = _values(rows, field)
+            plotted += values
+            ax.plot([r["depth"] for r in rows], values, "o-", color=colors[kind], markersize=4, linewidth=1.2,
+                    label=f"{kind} ({sum(r['n_tensors'] for r in rows)})")
+        _set_scale(ax, plotted, log_scale)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    skipped = sum(e["t"] is None for e in tensors.values())
-    ax_t.set_title(f"Model Stock per-tensor interpolation ({len(names)} tensors"
-                   + (f", {skipped} without a ratio)" if skipped else ")"))
-    if len(names) <= 40:  # names stay legible; beyond that the index is enough
-        ax_cos.set_xticks(list(x), names, rotation=90, fontsize=6)
-    ax_cos.set_xlabel("tensor (state-dict order)")
-    return fig
+    if kinds:
+        axes[0].legend(fontsize=7, ncol=3, title="kind (tensors)", title_fontsize=7)
+    _depth_ticks(axes[-1], data["n_blocks"])
+    axes[-1].set_xlabel("depth (emb = embeddings before block 0, out = after the last block)")
+    note = f"; {unplaced} tensors without a depth" if unplaced else ""
+    axes[0].set_title(f"Model Stock geometry by depth ({data['n_tensors']} tensors{note}"
+                      f"{_guard_note(data['guarded'])})", fontsize=10)
+    return fig, data
+
+
+def plot_periodic_geometry(data: dict):
+    """Periodic Model Stock, every merge (``data``: :func:`periodic_geometry_data`): angle, delta norm
+    and t per kind against the merge step (left), and per depth with one line per merge (right,
+    coloured by step)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    merges = data["merges"]
+    steps = [m["step"] for m in merges]
+    colors = _kind_colors()
+    kinds = [k for k in geometry.KINDS if k in data["groups"]]
+    fig, axes = plt.subplots(len(GEOMETRY_PANELS), 2, figsize=(12, 8), sharex="col", layout="constrained")
+    cmap, norm = plt.get_cmap("viridis"), Normalize(min(steps), max(max(steps), min(steps) + 1))
+    for (ax_step, ax_depth), (field, label, log_scale) in zip(axes, GEOMETRY_PANELS, strict=True):
+        plotted = []
+        for kind in kinds:
+            values = [(_values([r for r in m["by_kind"] if r["kind"] == kind], field) or [float("nan")])[0]
+                      for m in merges]
+            plotted += values
+            ax_step.plot(steps, values, "o-", color=colors[kind], markersize=4, linewidth=1.2,
+                         label=f"{kind} ({len(data['groups'][kind])})")
+        _set_scale(ax_step, plotted, log_scale)
+        plotted = []
+        for m in merges:
+            rows = [r for r in m["by_depth"] if r["depth"] is not None]
+            values = _values(rows, field)
+            plotted += values
+            ax_depth.plot([r["depth"] for r in rows], values, ".-", color=cmap(norm(m["step"])), linewidth=1.0)
+        _set_scale(ax_depth, plotted, log_scale)
+        ax_step.set_ylabel(label)
+        for ax in (ax_step, ax_depth):
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2, title="kind (tensors), mean over depths", title_fontsize=7)
+    axes[-1][0].set_xlabel("optimizer step of the merge")
+    _depth_ticks(axes[-1][1], data["n_blocks"])
+    axes[-1][1].set_xlabel("depth (mean over the kinds at each depth)")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, 1], label="merge step")
+    guarded: dict[str, int] = {}
+    for m in merges:
+        for g, n in m["guarded"].items():
+            guarded[g] = guarded.get(g, 0) + n
+    fig.suptitle(f"Periodic Model Stock geometry over {len(merges)} merges ({data['n_tensors']} tensors"
+                 f"{_guard_note(guarded)})", fontsize=10)
+    return fig, data
 
 
 def read_greedy_steps(path: Path) -> list[tuple[str, float, bool]]:

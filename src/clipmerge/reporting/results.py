@@ -178,6 +178,14 @@ def _collect(metas: Mapping[str, dict], jobs: Mapping[str, JobCost], model: str,
         _collect(metas, jobs, ingredient, seen, (*path, model))
 
 
+def inference_passes(meta: Mapping) -> int:
+    """Forward passes per image at inference: an ensemble runs each of its members, any merged or
+    single model is one network."""
+    if meta.get("method") == layout.ENSEMBLE:
+        return len(meta.get("ingredients", []))
+    return 1
+
+
 def hours_column(devices: Iterable[str]) -> str:
     """Name of the cost column: ``gpu_hours``/``cpu_hours`` when every training run recorded that device."""
     kinds = {"gpu" if d.startswith("cuda") else "cpu" if d == "cpu" else "unknown" for d in devices}

@@ -24,12 +24,13 @@ from clipmerge import layout
 from clipmerge.errors import ClipmergeError
 from clipmerge.evaluation.records import read_evals
 from clipmerge.reporting.results import check_eval_sets, id_and_shift_accuracy, read_history, training_hours
+from clipmerge.reporting.uncertainty import Bootstrap, Study, read_correct
 from clipmerge.tracking.store import retry_locked, store_lock
 
 log = logging.getLogger(__name__)
 
 # Part of the fingerprint: bump it when what gets logged changes, so existing runs are rebuilt.
-LOG_FORMAT = 2
+LOG_FORMAT = 3
 SUMMARY_KEY = "summary"
 # Params every run carries, numeric, so the compare view's parallel-coordinates axes stay numeric
 # (a string such as "n/a" on one run turns the UI's axis categorical). Value when the model's
@@ -67,9 +68,12 @@ class RunPayload:
 
 def model_payload(study: str, meta_file: str | os.PathLike, eval_paths: list[str], id_set: str, shifts: list[str],
                   *, history: str | os.PathLike | None = None, diagnostics: list[str | os.PathLike] = (),
+                  predictions: list[str] = (), protocol: Bootstrap | None = None,
                   config_hash: str | None = None) -> RunPayload:
-    """The run of one model: tags and params from its meta.json, metrics from its eval JSONs and history,
-    the meta.json and ``diagnostics`` (merge.json, greedy.json, ...) attached.
+    """The run of one model: tags and params from its meta.json, metrics from its eval JSONs and history
+    (with ``predictions``, each top-1's confidence bounds ``top1_lo/<set>``, ``top1_hi/<set>`` under
+    ``protocol``: the same as the table's), the meta.json and ``diagnostics`` (merge.json, greedy.json,
+    ...) attached.
 
     Only the given files are read (the rule's inputs), so the run never goes stale.
     """
@@ -91,6 +95,10 @@ def model_payload(study: str, meta_file: str | os.PathLike, eval_paths: list[str
     metrics = {"top1/id": id_top1, "top1/avg_shifts": avg_shifts_top1}
     for name, r in by_set.items():
         metrics |= {f"top1/{name}": r.top1, f"top5/{name}": r.top5}
+    if predictions:
+        study = Study.of(read_correct(predictions, {model: by_set}), id_set, shifts, protocol or Bootstrap())
+        for column, (lo, hi) in study.intervals(model).items():
+            metrics |= {f"top1_lo/{column}": lo, f"top1_hi/{column}": hi}
 
     seed = meta.get("seed")
     ingredients = meta.get("ingredients", [])

@@ -18,6 +18,13 @@ RESOURCE_KEYS = {"finetune": {"checkpoint_every", "gpus"}, "model_stock_periodic
 # Keys kept out of a rule's params (a params change reruns the job): those, and the seeds, which are the
 # {seed} wildcard of a fine-tune and a param of their own for periodic Model Stock.
 NOT_PARAMS = {section: keys | {"seeds"} for section, keys in RESOURCE_KEYS.items()}
+# The task-vector merges around the zero-shot model (clipmerge.merging.task_arithmetic, ties, dare,
+# dare_ties): they combine every fine-tune unless merge.<method>.models or .seeds pick some, as Model
+# Stock's do. SLERP takes exactly two, by default the first two fine-tunes.
+TASK_VECTOR_MERGES = ("task_arithmetic", "ties", "dare", "dare_ties")
+PICKED_INPUTS = ("model_stock", *TASK_VECTOR_MERGES, "slerp")  # merges whose section may pick fine-tunes
+# Their inputs are the rule's inputs, not params.
+NOT_PARAMS.update({method: {"seeds", "models"} for method in (*TASK_VECTOR_MERGES, "slerp")})
 
 
 def uses_world(config: dict) -> bool:
@@ -78,15 +85,37 @@ def merged_ids(config: dict) -> list[str]:
 
 
 def model_ids(config: dict) -> list[str]:
-    """Every model the study evaluates, in table order."""
+    """Every model of the study's table, in table order: the evaluated ones and the ensemble."""
+    return [*evaluated_ids(config), *([layout.ENSEMBLE] if ensemble_members(config) else [])]
+
+
+def evaluated_ids(config: dict) -> list[str]:
+    """The models with weights, which rule evaluate runs on every set."""
     return [layout.ZEROSHOT, *finetuned_ids(config), *merged_ids(config)]
+
+
+def ensemble_members(config: dict) -> list[str]:
+    """The fine-tunes the output-space ensemble (row ``ensemble``) averages: ``ensemble.models``, else
+    every fine-tune, own and imported (as the soups); none with ``ensemble.enabled: false`` or when the
+    study has fewer than 2 fine-tunes."""
+    cfg = config.get("ensemble", {})
+    if not cfg.get("enabled", True):
+        return []
+    pool = finetuned_ids(config)
+    if "models" not in cfg:
+        return pool if len(pool) >= 2 else []
+    missing = [m for m in cfg["models"] if m not in pool]
+    if missing:
+        raise ClipmergeError(f"ensemble.models: {missing} are not fine-tunes of this study ({', '.join(pool)})")
+    return list(cfg["models"])
 
 
 def merge_inputs(config: dict, method: str) -> list[str]:
     """The fine-tunes (model ids) a post-training merge combines. Soups: every fine-tune, own and
     imported (model-soups' uniform soup averages all 72 files, its LP-initialised model_0 included).
     Model Stock: ``merge.model_stock.models`` (any fine-tunes), else its ``seeds``' fine-tunes, else the
-    first two fine-tunes (the paper merges two)."""
+    first two fine-tunes (the paper merges two). The task-vector merges (TASK_VECTOR_MERGES) pick the
+    same way but default to every fine-tune; SLERP defaults to the first two and takes exactly two."""
     pool = finetuned_ids(config)
     if method in ("uniform_soup", "greedy_soup"):
         if len(pool) < 2:
@@ -95,12 +124,15 @@ def merge_inputs(config: dict, method: str) -> list[str]:
     cfg = config["merge"].get(method, {})
     if "models" in cfg and "seeds" in cfg:
         raise ClipmergeError(f"merge.{method}: give models or seeds, not both")
-    chosen = cfg["models"] if "models" in cfg else [layout.finetune_id(s) for s in cfg.get("seeds", [])] or pool[:2]
+    default = pool if method in TASK_VECTOR_MERGES else pool[:2]
+    chosen = cfg["models"] if "models" in cfg else [layout.finetune_id(s) for s in cfg.get("seeds", [])] or default
     missing = [m for m in chosen if m not in pool]
     if missing:
         raise ClipmergeError(f"merge.{method}: {missing} are not fine-tunes of this study ({', '.join(pool)})")
     if len(chosen) < 2:
         raise ClipmergeError(f"merge.{method}: needs at least 2 fine-tunes, got {chosen}")
+    if method == "slerp" and len(chosen) != 2:
+        raise ClipmergeError(f"merge.slerp: interpolates exactly 2 fine-tunes, got {chosen}")
     return chosen
 
 
@@ -161,7 +193,7 @@ def wise_ft_cfg(config: dict) -> dict:
 def check_methods(config: dict) -> None:
     """Reject fine-tune lists a chosen merge cannot use (before any job runs)."""
     methods = config["merge"]["methods"]
-    for method in ("uniform_soup", "greedy_soup", "model_stock"):
+    for method in ("uniform_soup", "greedy_soup", *PICKED_INPUTS):
         if method in methods:
             merge_inputs(config, method)
     if "model_stock_periodic" in methods:
@@ -170,6 +202,7 @@ def check_methods(config: dict) -> None:
         training_gpus(config, "finetune")
     if layout.WISE_FT in methods:
         wise_ft_cfg(config)
+    ensemble_members(config)
 
 
 def cli_flags(section: dict, exclude=frozenset()) -> str:
@@ -239,7 +272,8 @@ def check_roots(config: dict) -> None:
 def plot_names(config: dict) -> list[str]:
     """The plots that apply to the chosen methods (the ID-vs-shifts scatter always does)."""
     methods = config["merge"]["methods"]
-    optional = {"wise_ft": "wise_ft_curve", "model_stock": "model_stock_ratios", "greedy_soup": "greedy_soup"}
+    optional = {"wise_ft": "wise_ft_curve", "model_stock": "model_stock_geometry",
+                "model_stock_periodic": "model_stock_periodic_geometry", "greedy_soup": "greedy_soup"}
     return ["id_vs_shifts", *(plot for method, plot in optional.items() if method in methods)]
 
 
@@ -260,11 +294,15 @@ def config_hash(config: dict, model: str) -> str:
         sections["seed"] = parsed.seed
     elif parsed.kind == layout.WISE_FT:
         sections["merge"] = {"alpha": parsed.alpha, "model": wise_ft_cfg(config)["model"]}
+    elif parsed.kind == layout.ENSEMBLE:
+        sections["ensemble"] = {"members": ensemble_members(config)}
     elif parsed.kind not in (layout.ZEROSHOT, layout.IMPORTED):
         method_cfg = config["merge"].get(model, {})
         sections["merge"] = {"method": model,
                              **{k: v for k, v in method_cfg.items() if k not in RESOURCE_KEYS.get(model, ())}}
         if model in ("uniform_soup", "greedy_soup"):
             sections["merge"]["seeds"] = config["finetune"]["seeds"]
+        elif model in (*TASK_VECTOR_MERGES, "slerp"):  # the fine-tunes merged, whichever way picked
+            sections["merge"]["inputs"] = merge_inputs(config, model)
     blob = json.dumps(sections, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
