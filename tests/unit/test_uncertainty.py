@@ -2,6 +2,7 @@
 each checked against values worked out here (by hand, or by an independent float64 computation)."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,13 @@ def test_predictions_round_trip_and_record_the_image_order(tmp_path):
     assert pred.correct.tolist() == [True, True, False, True, False, True]
     assert pred.logits.dtype == np.float32 and pred.logits.shape == (6, 3)
     assert layout.parse_predictions(path) == ("zeroshot", "test")
+
+
+def test_the_same_predictions_give_the_same_bytes(tmp_path):
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    first = layout.predictions_beside(save(tmp_path / "a", "zeroshot", "test", one_hot([0, 1, 0, 0, 2, 2]), labels))
+    second = layout.predictions_beside(save(tmp_path / "b", "zeroshot", "test", one_hot([0, 1, 0, 0, 2, 2]), labels))
+    assert Path(first).read_bytes() == Path(second).read_bytes()
 
 
 def test_a_file_that_is_not_predictions_is_named(tmp_path):

@@ -10,6 +10,7 @@ device. The logits are identical to the decode path's (tests/unit/test_eval_cach
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
@@ -18,7 +19,6 @@ from clipmerge.data.cache import file_keys, with_cache
 from clipmerge.data.eval_set import EvalSet
 from clipmerge.data.eval_sets import build_eval_set
 from clipmerge.evaluation.predict import predict, ranked_classes, ranking_accuracy
-from clipmerge.evaluation.predictions import samples_of
 from clipmerge.models.clip import eval_transform, preprocess_cfg
 from clipmerge.models.device import loader_kwargs
 
@@ -100,5 +100,5 @@ def evaluate_model(model, arch: str, source: SetSource, classnames: list[str] | 
     logits, labels = _predict(model, transform, source, eval_set, classnames, batch_size=batch_size,
                               workers=workers, device=device, desc=desc, precision=precision)
     ranking = ranked_classes(logits)
-    return Evaluation(ranking_accuracy(ranking, labels), logits, labels, ranking[:, 0],
-                      samples_of([path for path, _ in eval_set.dataset.samples], source.root))
+    samples = [Path(path).relative_to(source.root).as_posix() for path, _ in eval_set.dataset.samples]
+    return Evaluation(ranking_accuracy(ranking, labels), logits, labels, ranking[:, 0], samples)

@@ -10,12 +10,15 @@ Tensors:
 - ``top1`` int64 [n]: the predicted class, taken from the same fp32 ranking as the eval JSON's top-1,
   so accuracy from this file equals the JSON's exactly (fp16 rounding could create ties otherwise).
 
-Header metadata: ``format``, ``model``, ``eval_set``, ``samples`` (JSON list of the images' paths
-relative to the set's root, in order) and ``order_sha256`` (their digest): two files may be compared
-image by image only if their digests agree.
+Header metadata: one entry, ``predictions``, holding the JSON (sorted keys) of ``format``, ``model``,
+``eval_set``, ``samples`` (the images' paths relative to the set's root, in order) and
+``order_sha256`` (their digest): two files may be compared image by image only if their digests
+agree. One entry, because safetensors writes a metadata map in no fixed order, and the same
+predictions must give the same bytes.
 
-Size at paper scale: 2 bytes x images x classes for the logits, ~240 MB per model over ImageNet
-(50,000 x 1000: 100 MB), V2 (20 MB), R (12 MB), Sketch (102 MB), ObjectNet (4 MB) and A (3 MB).
+Size at paper scale: 2 bytes x images x classes for the logits, ~250 MB per model over ImageNet
+(50,000 x 1000: 100 MB), V2 (20 MB), R (12 MB), Sketch (102 MB), ObjectNet (4 MB) and A (3 MB), plus
+16 bytes per image for labels and predictions and the image paths in the header.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from clipmerge.errors import ClipmergeError
 from clipmerge.files import atomic_write
 
 FORMAT = "clipmerge-predictions-v1"
+METADATA_KEY = "predictions"
 TOP_K = 5
 
 
@@ -84,8 +88,9 @@ def write_predictions(path: str | os.PathLike, *, model: str, eval_set: str, log
     tensors = {"logits": np.ascontiguousarray(logits, dtype=np.float16),
                "labels": np.ascontiguousarray(labels, dtype=np.int64),
                "top1": np.ascontiguousarray(top1, dtype=np.int64)}
-    metadata = {"format": FORMAT, "model": model, "eval_set": eval_set, "samples": json.dumps(samples),
-                "order_sha256": order_digest(samples)}
+    record = {"format": FORMAT, "model": model, "eval_set": eval_set, "samples": samples,
+              "order_sha256": order_digest(samples)}
+    metadata = {METADATA_KEY: json.dumps(record, sort_keys=True)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -97,7 +102,10 @@ def read_predictions(path: str | os.PathLike, *, logits: bool = False) -> Predic
     wanted = ["labels", "top1", *(["logits"] if logits else [])]
     try:
         with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
+            try:
+                meta = json.loads((fh.metadata() or {}).get(METADATA_KEY, "{}"))
+            except ValueError as e:
+                raise ClipmergeError(f"{path}: its {METADATA_KEY!r} header entry is not JSON ({e})") from e
             if meta.get("format") != FORMAT:
                 raise ClipmergeError(f"{path}: not a predictions file (format {meta.get('format')!r}, "
                                      f"expected {FORMAT!r})")
@@ -115,7 +123,7 @@ def read_predictions(path: str | os.PathLike, *, logits: bool = False) -> Predic
     return Predictions(meta.get("model", ""), meta.get("eval_set", ""), arrays["labels"], arrays["top1"],
                        meta.get("order_sha256", ""), path,
                        arrays["logits"].astype(np.float32) if logits else None,
-                       json.loads(meta.get("samples", "[]")) if logits else None)
+                       meta.get("samples") if logits else None)
 
 
 def check_same_images(first: Predictions, other: Predictions) -> None:
@@ -124,7 +132,3 @@ def check_same_images(first: Predictions, other: Predictions) -> None:
         raise ClipmergeError(f"{other.path}: not the same images (order or labels) as {first.path}; "
                              "re-evaluate both on the same set")
 
-
-def samples_of(paths: list[str | os.PathLike], root: str | os.PathLike) -> list[str]:
-    """A set's image paths relative to its root, the ``samples`` order record."""
-    return [Path(p).relative_to(root).as_posix() for p in paths]
