@@ -10,7 +10,9 @@ and prints:
 - the ratio of the run's wall time to the sum of the jobs' own wall time (< 1: jobs ran side by side);
 - the load average before and after, since other work on the machine inflates every figure.
 
-    .venv/bin/python benchmarks/bench_demo.py [--cores 2] [--workdir DIR] [--keep]
+    .venv/bin/python benchmarks/bench_demo.py [--cores 2] [--workdir DIR] [--keep] [--configfile FILE]
+
+``--configfile`` times a variant of the demo (e.g. with the task-vector merges on) the same way.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ def own_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_demo(workdir: Path, cores: int) -> tuple[float, float, float]:
+def run_demo(workdir: Path, cores: int, configfile: Path) -> tuple[float, float, float]:
     """Run the demo in ``workdir``; (wall seconds, CPU seconds of every process it started, CPU seconds
     of the Snakemake process itself: scheduling, file checks and job bookkeeping)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(REPO / "config" / "config.yaml"), "--cores", str(cores)]
+           "--configfile", str(configfile), "--cores", str(cores)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     with open(workdir.parent / f"{workdir.name}.snakemake.log", "w") as log:
@@ -78,6 +80,8 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--workdir", type=Path, help="fresh directory to run in (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--configfile", type=Path, default=REPO / "config" / "config.yaml",
+                        help="the config to run (default: the demo's; its study must be 'demo')")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench_demo."))
     if workdir.exists() and any(workdir.iterdir()):
@@ -85,7 +89,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     try:
-        wall, cpu, snakemake_cpu = run_demo(workdir, args.cores)
+        wall, cpu, snakemake_cpu = run_demo(workdir, args.cores, args.configfile.resolve())
         costs = stage_costs(workdir)
         table = (workdir / layout.table("md", study="demo")).read_text()
     finally:

@@ -112,7 +112,9 @@ def _group_colors(models) -> dict[str, str]:
     """One color per model family (zero-shot, fine-tunes, each merge method), stable across plots."""
     import matplotlib.pyplot as plt
 
-    palette = plt.get_cmap("tab10").colors
+    # tab10's ten hues, then their light variants: more colors than model kinds (layout.KIND_ORDER)
+    colors = plt.get_cmap("tab20").colors
+    palette = colors[::2] + colors[1::2]
     return {m: palette[layout.model_sort_key(m)[0] % len(palette)] for m in models}
 
 
@@ -135,8 +137,7 @@ def plot_id_vs_shifts(accuracy: dict, curves: dict, id_set: str, intervals: Mapp
         ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"ID top-1 (%) on {id_set}")
     ax.set_ylabel("average top-1 (%) over the shifts")
-    ax.set_title("In-distribution vs distribution-shift accuracy"
-                 + (" (bars: bootstrap confidence intervals)" if intervals is not None else ""))
+    ax.set_title("ID vs distribution-shift accuracy" + (" (bars: bootstrap intervals)" if intervals is not None else ""))
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8, loc="lower right")
