@@ -137,7 +137,8 @@ def plot_id_vs_shifts(accuracy: dict, curves: dict, id_set: str, intervals: Mapp
         ax.annotate(model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(f"ID top-1 (%) on {id_set}")
     ax.set_ylabel("average top-1 (%) over the shifts")
-    ax.set_title("ID vs distribution-shift accuracy" + (" (bars: bootstrap intervals)" if intervals is not None else ""))
+    bars = " (bars: bootstrap intervals)" if intervals is not None else ""
+    ax.set_title(f"ID vs distribution-shift accuracy{bars}")
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8, loc="lower right")
