@@ -36,7 +36,8 @@ BIN = Path(sys.executable).parent
 # What the test cluster offers (slurm-up.sh): partitions cpu and gpu, GPUs of type "fake".
 CLUSTER_ENV = {"SLURM_ACCOUNT": "root", "SLURM_PARTITION": "cpu", "SLURM_GPU_PARTITION": "gpu",
                "SLURM_GPU_MODEL": "fake"}
-LOCAL_RULES = {"all", "init_mlflow", "log_mlflow", "log_summary", "compile_table", "plot_results"}  # common.smk
+# common.smk's localrules, and the ensemble's (evaluate.smk: it averages saved predictions, no model)
+LOCAL_RULES = {"all", "init_mlflow", "log_mlflow", "log_summary", "compile_table", "plot_results", "ensemble"}
 GPU_RULES = {"finetune", "model_stock_periodic", "greedy_soup", "evaluate"}
 EVAL_GROUP = "evaluate_evaluate"  # the plugin names a group job <group id>_<its rules>
 EVALS_PER_GROUP = 6  # group-components in slurm/config.yaml
@@ -181,8 +182,10 @@ def test_results_equal_a_local_run(runs):
     slurm, local = runs["slurm"], runs["local"]
     files = results_files(local)
     assert results_files(slurm) == files
-    evals = sorted(f for f in files if f.startswith("results/tiny/eval/"))
-    assert len(evals) == runs["counts"]["evaluate"]
+    evals = sorted(f for f in files if f.startswith("results/tiny/eval/") and f.endswith(".json"))
+    sets = len(yaml.safe_load(TINY_CONFIG.read_text())["eval"]["sets"])
+    # one per evaluate job (tiny.yaml: one job per model and set), and the ensemble's from its own rule
+    assert len(evals) == runs["counts"]["evaluate"] + runs["counts"]["ensemble"] * sets
     for f in evals:
         assert json.loads((slurm / f).read_text()) == json.loads((local / f).read_text()), f
     for f in sorted(f for f in files if f.endswith(".safetensors")):
