@@ -176,8 +176,9 @@ CASES = {
                          "models/uniform_soup", lambda s: [model(s, "finetune_seed0"), bad(s, "other_arch")]),
     "merge-nan": (lambda s: merge(s, [model(s, "finetune_seed0"), bad(s, "nan")]),
                   "models/uniform_soup", lambda s: [f"{bad(s, 'nan')}: tensor '{NAN_KEY}' has 1 NaN/inf"]),
-    "merge-unknown-method": (lambda s: merge(s, [model(s, "finetune_seed0"), model(s, "finetune_seed1")], "ties"),
-                             "models/uniform_soup", lambda s: ["--method: invalid choice: 'ties'"]),
+    "merge-unknown-method": (lambda s: merge(s, [model(s, "finetune_seed0"), model(s, "finetune_seed1")],
+                                             "breadcrumbs"),
+                             "models/uniform_soup", lambda s: ["--method: invalid choice: 'breadcrumbs'"]),
     "model-stock-one-input": (lambda s: merge(s, [model(s, "finetune_seed0")], "model_stock", model(s, "zeroshot"),
                                               "model_stock"),
                               "models/model_stock", lambda s: ["model_stock needs 2..N input checkpoints, got 1"]),
@@ -258,7 +259,7 @@ BAD_CONFIGS = {
                             "merge.methods: uniform_soup needs at least 2 fine-tunes (finetune.seeds + imports)"),
     "periodic-with-one-seed": (one_seed_periodic, "merge.model_stock_periodic: needs at least 2 fine-tuned seeds"),
     "model-stock-one-seed": (lambda c: c["merge"]["model_stock"].update(seeds=[0]), "[0] is too short"),
-    "unknown-method": (lambda c: c["merge"]["methods"].append("ties"), "'ties' is not one of"),
+    "unknown-method": (lambda c: c["merge"]["methods"].append("breadcrumbs"), "'breadcrumbs' is not one of"),
 }
 
 
