@@ -91,8 +91,9 @@ def check_study(workdir, config, data, models):
     return out, {r.info.run_name: r for r in runs}
 
 
+# Every table row: the evaluated models and the output-space ensemble of the fine-tunes (its own rule).
 IMAGENET_MODELS = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "finetune_seed3",
-                   "uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "wise_ft_a0.5"]
+                   "uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic", "wise_ft_a0.5", "ensemble"]
 
 
 def test_the_imagenet_config_runs_end_to_end_on_real_layouts(data, tmp_path):
@@ -150,7 +151,7 @@ def soups_study(data, tmp_path_factory):
 
 
 SOUPS_MODELS = ["zeroshot", *(f"imported_{n}" for n in IMPORTS), "uniform_soup", "greedy_soup", "model_stock",
-                "wise_ft_a0.5"]
+                "wise_ft_a0.5", "ensemble"]
 
 
 def test_published_fine_tunes_are_merged_evaluated_and_tracked_like_own_ones(soups_study):
