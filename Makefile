@@ -27,7 +27,7 @@ demo: setup
 	@$(BIN)/python -c "import json; s = json.load(open('results/demo/tracking/summary.json')); \
 		print('\nMLflow (make mlflow-ui): runs', s['runs_url'], '\ncompare', s['compare_url'])"
 
-# The default suite (budget 15 min on 2 cores; 11:22 measured from a clean clone, venv included). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
+# The default suite (budget 15 min on 2 cores; 11:47 measured from a clean clone, venv included). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
 test: setup
 	$(BIN)/pytest -m "not slow and not slurm"
 
