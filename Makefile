@@ -10,7 +10,7 @@ MLFLOW_PORT ?= 5000
 GPU_PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup demo test test-slow lint gpu-check mlflow-ui clean-demo
+.PHONY: setup demo demo-sweep test test-slow lint gpu-check mlflow-ui clean-demo
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,11 @@ demo: setup
 	@cat results/demo/tables/comparison.md
 	@$(BIN)/python -c "import json; s = json.load(open('results/demo/tracking/summary.json')); \
 		print('\nMLflow (make mlflow-ui): runs', s['runs_url'], '\ncompare', s['compare_url'])"
+
+# The demo with a hyper-parameter sweep beside two seeds (config/sweep.yaml, an overlay on the demo's).
+demo-sweep: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/sweep.yaml
+	@cat results/demo_sweep/tables/comparison.md results/demo_sweep/tables/recipes.md
 
 # The default suite (budget 15 min on 2 cores; 11:47 measured from a clean clone, venv included). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
 test: setup

@@ -10,7 +10,7 @@
 #   models/<model>/{merge,greedy,merge_history}.json   merge diagnostics
 #   eval/<model>/<eval_set>.json                top1/top5/n per model and evaluation set
 #   tracking/<model>.json                       MLflow receipts (run ids)
-#   tables/comparison.{csv,md,html}, tables/costs.{csv,md}, plots/*.png
+#   tables/comparison.{csv,md,html}, tables/recipes.{csv,md}, tables/costs.{csv,md}, plots/*.png
 #   benchmarks/models/<model>.tsv, benchmarks/<rule>[/<job>].tsv   Snakemake benchmark: per job
 # logs/<study>/<rule>[/<job>].log
 

@@ -17,9 +17,9 @@ plan.check_methods(config)
 plan.check_roots(config)
 
 STUDY = config["study"]
-SEEDS = config["finetune"]["seeds"]
 IMPORTS = plan.import_names(config)
 IMPORT_HPARAMS = plan.import_hparams(config)
+TRAINED = plan.trained_ids(config)  # trained by the finetune rule: one per seed, then one per sweep variant
 FINETUNED = plan.finetuned_ids(config)  # own fine-tunes, then imported ones: what the merges draw from
 MODELS = plan.model_ids(config)  # every row of the table
 EVALUATED = plan.evaluated_ids(config)  # the models with weights, which rule evaluate runs
@@ -30,10 +30,8 @@ EVAL_JOBS = config["eval"]["jobs"]
 EVAL_JOB = "{model}" if EVAL_JOBS == "per_model" else "{model}/{eval_set}"  # an evaluation job's name
 EVAL_CACHE = config["eval"]["cache"]
 METHODS = config["merge"]["methods"]
-SOUP_INPUTS = FINETUNED if {"uniform_soup", "greedy_soup"} & set(METHODS) else []
-STOCK_INPUTS = plan.merge_inputs(config, "model_stock") if "model_stock" in METHODS else []
-# The fine-tunes of each task-vector merge and SLERP ([] for a method not chosen: its rule is never run)
-MERGE_INPUTS = {m: plan.merge_inputs(config, m) if m in METHODS else [] for m in (*plan.TASK_VECTOR_MERGES, "slerp")}
+# The fine-tunes of each post-training merge ([] for a method not chosen: its rule is never run)
+MERGE_INPUTS = {m: plan.merge_inputs(config, m) if m in METHODS else [] for m in plan.PICKED_INPUTS}
 PERIODIC = "model_stock_periodic" in METHODS
 PERIODIC_SEEDS = plan.method_seeds(config, "model_stock_periodic") if PERIODIC else []
 # GPUs (= ranks) of each training job: resources, not params (plan.training_gpus)
@@ -47,7 +45,7 @@ MLFLOW_URI = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{layout.mlflow
 
 wildcard_constraints:
     study=STUDY,
-    seed=r"\d+",
+    finetune="|".join(TRAINED) or "(?!)",
     name="|".join(IMPORTS) or "(?!)",
     model="|".join(MODELS),
     eval_set="|".join(EVAL_SETS),
@@ -80,6 +78,16 @@ def world_manifest(wildcards):
 def world_templates(wildcards):
     """The world's templates file, when the zero-shot head uses it."""
     return [layout.world_templates()] if config["zeroshot"]["templates"] == "world" else []
+
+
+def training_seed(wildcards):
+    return plan.training_seed(config, wildcards.finetune)
+
+
+def recipe_flags(wildcards):
+    """A trained fine-tune's own recipe (a seed's: the finetune section; a sweep variant's: with its
+    overrides), a param: a changed variant retrains only itself."""
+    return plan.recipe_flags(config, wildcards.finetune)
 
 
 def train_root(wildcards):
@@ -203,7 +211,7 @@ def upstream_benchmarks(wildcards):
 
 def history_of(model):
     """A training run's history.jsonl (its curves in MLflow); other models have none."""
-    trained = {layout.finetune_id(s) for s in SEEDS} | {"model_stock_periodic"}
+    trained = {*TRAINED, "model_stock_periodic"}
     return [layout.model_history(model, STUDY)] if model in trained else []
 
 

@@ -1,9 +1,12 @@
-# Fine-tunes: trained here (one job per seed) or made elsewhere and imported (one conversion per file).
+# Fine-tunes: trained here (one job per seed or sweep variant) or made elsewhere and imported (one
+# conversion per file).
 #
-# End-to-end fine-tuning, one job per seed. Params exclude the seed list, so adding a seed trains
-# only the new seed; any other fine-tuning key retrains every seed and what depends on them, except
-# checkpoint_every and gpus, which are resources (how often the resumable state is saved changes no
-# result; N GPUs train data-parallel, `--ranks N` starting N torchrun ranks, equal to rounding).
+# End-to-end fine-tuning, one job per seed and one per sweep variant ({finetune} is the model id:
+# finetune_seed<k>, finetune_hp<k>). Params are the model's own recipe and seed, so adding a seed or a
+# variant trains only it, and a changed variant retrains only itself; any other fine-tuning key
+# retrains every fine-tune and what depends on them, except checkpoint_every and gpus, which are
+# resources (how often the resumable state is saved changes no result; N GPUs train data-parallel,
+# `--ranks N` starting N torchrun ranks, equal to rounding).
 # {threads} = DataLoader workers per rank: 1 by default (small CPU jobs run best side by side); the
 # SLURM profile raises it for GPU nodes.
 
@@ -16,29 +19,30 @@ rule finetune:
         world=world_manifest,
         code=code("finetune"),
     output:
-        weights=layout.model_weights("finetune_seed{seed}"),
-        meta=layout.model_meta("finetune_seed{seed}"),
-        history=layout.model_history("finetune_seed{seed}"),
+        weights=layout.model_weights("{finetune}"),
+        meta=layout.model_meta("{finetune}"),
+        history=layout.model_history("{finetune}"),
     params:
         root=train_root,
-        flags=plan.result_flags(config, "finetune"),
+        seed=training_seed,
+        flags=recipe_flags,
     resources:
         gpu=FINETUNE_GPUS,
         runtime=24 * 60,
         checkpoint_every=config["finetune"]["checkpoint_every"],
     log:
-        layout.log("finetune", "seed{seed}"),
+        layout.log("finetune", "{finetune}"),
     benchmark:
-        layout.model_benchmark("finetune_seed{seed}")
+        layout.model_benchmark("{finetune}")
     conda:
         "../envs/torch.yaml"
     shell:
         # exec: the trainer (or torchrun, which it becomes for --ranks > 1) replaces the shell, so a
         # SLURM signal reaches it and Snakemake waits until the resumable state is saved.
         "exec clipmerge finetune --init {input.init} --train-root {params.root} --heldout {input.heldout}"
-        " --seed {wildcards.seed} {params.flags} --checkpoint-every {resources.checkpoint_every}"
-        " --workers {threads} --ranks {resources.gpu} --out {output.weights} --history {output.history}"
-        " > {log} 2>&1"
+        " --seed {params.seed} --model-id {wildcards.finetune} {params.flags}"
+        " --checkpoint-every {resources.checkpoint_every} --workers {threads} --ranks {resources.gpu}"
+        " --out {output.weights} --history {output.history} > {log} 2>&1"
 
 
 if IMPORTS:

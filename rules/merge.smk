@@ -7,8 +7,8 @@
 rule merge_model_stock:
     input:
         anchor=layout.model_weights(layout.ZEROSHOT),
-        finetuned=weights_of(STOCK_INPUTS),
-        metas=model_metas([layout.ZEROSHOT, *STOCK_INPUTS]),
+        finetuned=weights_of(MERGE_INPUTS["model_stock"]),
+        metas=model_metas([layout.ZEROSHOT, *MERGE_INPUTS["model_stock"]]),
         code=merge_code("model_stock"),
     output:
         weights=layout.model_weights("model_stock"),
@@ -29,8 +29,8 @@ rule merge_model_stock:
 
 rule merge_uniform_soup:
     input:
-        finetuned=weights_of(SOUP_INPUTS),
-        metas=model_metas(SOUP_INPUTS),
+        finetuned=weights_of(MERGE_INPUTS["uniform_soup"]),
+        metas=model_metas(MERGE_INPUTS["uniform_soup"]),
         code=merge_code("uniform_soup"),
     output:
         weights=layout.model_weights("uniform_soup"),
@@ -108,8 +108,8 @@ for METHOD in (*plan.TASK_VECTOR_MERGES, "slerp"):
 
 rule greedy_soup:
     input:
-        finetuned=weights_of(SOUP_INPUTS),
-        metas=model_metas(SOUP_INPUTS),
+        finetuned=weights_of(MERGE_INPUTS["greedy_soup"]),
+        metas=model_metas(MERGE_INPUTS["greedy_soup"]),
         heldout=layout.heldout_split(),
         world=world_manifest,
         code=code("greedy-soup"),

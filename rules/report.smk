@@ -16,6 +16,8 @@ rule compile_table:
         intervals_md=layout.table("md", "intervals"),
         paired=report(layout.table("csv", "paired"), caption="../workflow/report/paired.rst", category="Comparison"),
         paired_md=layout.table("md", "paired"),
+        recipes=report(layout.table("csv", "recipes"), caption="../workflow/report/recipes.rst", category="Comparison"),
+        recipes_md=layout.table("md", "recipes"),
         costs=report(layout.table("csv", "costs"), caption="../workflow/report/costs.rst", category="Comparison"),
         costs_md=layout.table("md", "costs"),
     params:
@@ -32,6 +34,7 @@ rule compile_table:
         " --predictions {input.predictions} {params.uncertainty}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html}"
         " --out-intervals-md {output.intervals_md} --out-paired-csv {output.paired} --out-paired-md {output.paired_md}"
+        " --out-recipes-csv {output.recipes} --out-recipes-md {output.recipes_md}"
         " --out-costs-csv {output.costs} --out-costs-md {output.costs_md} > {log} 2>&1"
 
 

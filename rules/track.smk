@@ -63,6 +63,7 @@ if config["mlflow"]["jobs"] == "per_model":
             table=layout.table("csv"),
             paired=layout.table("csv", "paired"),
             costs=layout.table("csv", "costs"),
+            recipes=layout.table("csv", "recipes"),
             plots=plot_files(),
             code=code("log-mlflow"),
         output:
@@ -74,7 +75,7 @@ if config["mlflow"]["jobs"] == "per_model":
         conda:
             "../envs/tracking.yaml"
         shell:
-            "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.paired} {input.costs}"
+            "clipmerge log-mlflow --summary --receipt {input.receipt} --artifacts {input.table} {input.paired} {input.recipes} {input.costs}"
             " {input.plots} --out {output} > {log} 2>&1"
 
 else:
@@ -87,6 +88,7 @@ else:
             table=layout.table("csv"),
             paired=layout.table("csv", "paired"),
             costs=layout.table("csv", "costs"),
+            recipes=layout.table("csv", "recipes"),
             plots=plot_files(),
             code=code("log-mlflow"),
         output:
@@ -104,4 +106,4 @@ else:
             "../envs/tracking.yaml"
         shell:
             "clipmerge log-mlflow --receipt {input.receipt} --study {wildcards.study} --runs {params.runs:q}"
-            " {params.roles} {params.uncertainty} --artifacts {input.table} {input.paired} {input.costs} {input.plots} --out {output.summary} > {log} 2>&1"
+            " {params.roles} {params.uncertainty} --artifacts {input.table} {input.paired} {input.recipes} {input.costs} {input.plots} --out {output.summary} > {log} 2>&1"

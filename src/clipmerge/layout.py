@@ -7,8 +7,9 @@ Path functions take their parts as arguments whose defaults are Snakemake wildca
 as a rule's output pattern, an input of another rule and a concrete path in a command or test.
 
 Model ids are flat snake_case, the same as directory name, MLflow run name and table row:
-``zeroshot``, ``finetune_seed<k>``, ``imported_<name>`` (a fine-tune made elsewhere, config
-``imports``), one id per merge method (its name), and ``wise_ft_a<alpha>``.
+``zeroshot``, ``finetune_seed<k>``, ``finetune_hp<k>`` (variant k of a hyper-parameter sweep, config
+``sweep``), ``imported_<name>`` (a fine-tune made elsewhere, config ``imports``), one id per merge method
+(its name), and ``wise_ft_a<alpha>``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 PRETRAINED = "pretrained"  # the pre-trained CLIP (both towers): not a classifier, never a table row
 ZEROSHOT = "zeroshot"
 FINETUNE = "finetune"
+SWEEP = "sweep"  # a fine-tune of a hyper-parameter sweep's variant (clipmerge.training.sweep)
 IMPORTED = "imported"  # a fine-tune made elsewhere, converted by rule import_model
 WISE_FT = "wise_ft"
 # The output-space ensemble of the fine-tunes: computed from their saved predictions, it has eval
@@ -42,9 +44,12 @@ ENSEMBLE = "ensemble"
 METHOD_NAMES = ["uniform_soup", "greedy_soup", "model_stock", "model_stock_periodic",
                 "task_arithmetic", "ties", "dare", "dare_ties", "slerp", WISE_FT]
 # Table/plot row order of the model kinds.
-KIND_ORDER = (ZEROSHOT, FINETUNE, IMPORTED, *METHOD_NAMES, ENSEMBLE, PRETRAINED)
+KIND_ORDER = (ZEROSHOT, FINETUNE, SWEEP, IMPORTED, *METHOD_NAMES, ENSEMBLE, PRETRAINED)
+# The kinds of the fine-tunes, the models every merge and the ensemble draw from.
+FINETUNE_KINDS = (FINETUNE, SWEEP, IMPORTED)
 
 _FINETUNE_RE = re.compile(r"finetune_seed(\d+)")
+_SWEEP_RE = re.compile(r"finetune_hp(\d+)")
 IMPORT_NAME = r"[a-z0-9][a-z0-9_]*"  # an imported model's name (config imports.names)
 _IMPORTED_RE = re.compile(rf"{IMPORTED}_({IMPORT_NAME})")
 _WISE_RE = re.compile(r"wise_ft_a(.+)")
@@ -52,6 +57,11 @@ _WISE_RE = re.compile(r"wise_ft_a(.+)")
 
 def finetune_id(seed: int) -> str:
     return f"finetune_seed{int(seed)}"
+
+
+def sweep_id(index: int) -> str:
+    """Variant ``index`` of the hyper-parameter sweep: ``finetune_hp<index>``."""
+    return f"finetune_hp{int(index)}"
 
 
 def imported_id(name: str) -> str:
@@ -68,14 +78,15 @@ def wise_ft_id(alpha: float) -> str:
 
 @dataclass(frozen=True)
 class ModelId:
-    """A parsed model id: its kind (zeroshot, finetune, imported or a method name) and its seed, alpha
-    or imported name."""
+    """A parsed model id: its kind (zeroshot, finetune, sweep, imported or a method name) and its seed,
+    sweep variant, alpha or imported name."""
 
     model: str
     kind: str
     seed: int | None = None
     alpha: float | None = None
     name: str | None = None
+    variant: int | None = None
 
 
 def parse_model_id(model: str) -> ModelId:
@@ -84,6 +95,8 @@ def parse_model_id(model: str) -> ModelId:
         return ModelId(model, model)
     if m := _FINETUNE_RE.fullmatch(model):
         return ModelId(model, FINETUNE, seed=int(m.group(1)))
+    if m := _SWEEP_RE.fullmatch(model):
+        return ModelId(model, SWEEP, variant=int(m.group(1)))
     if m := _IMPORTED_RE.fullmatch(model):
         return ModelId(model, IMPORTED, name=m.group(1))
     if m := _WISE_RE.fullmatch(model):
@@ -93,8 +106,9 @@ def parse_model_id(model: str) -> ModelId:
             raise ClipmergeError(f"model id {model!r}: cannot read alpha from {m.group(1)!r}") from e
     if model in METHOD_NAMES:
         return ModelId(model, model)
-    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, imported_<name>, "
-                         f"wise_ft_a<alpha>, {', '.join(m for m in METHOD_NAMES if m != WISE_FT)}, {ENSEMBLE}")
+    methods = ", ".join(m for m in METHOD_NAMES if m != WISE_FT)
+    raise ClipmergeError(f"model id {model!r} is none of {ZEROSHOT}, finetune_seed<k>, finetune_hp<k>, "
+                         f"imported_<name>, wise_ft_a<alpha>, {methods}, {ENSEMBLE}")
 
 
 def alpha_of(model: str) -> float | None:
@@ -103,12 +117,13 @@ def alpha_of(model: str) -> float | None:
 
 
 def model_sort_key(model: str) -> tuple:
-    """Canonical row order: zeroshot, fine-tunes by seed, merges, WiSE-FT by alpha; unknown ids last."""
+    """Canonical row order: zeroshot, fine-tunes by seed, sweep variants by index, imported fine-tunes,
+    merges, WiSE-FT by alpha; unknown ids last."""
     try:
         parsed = parse_model_id(model)
     except ClipmergeError:
         return (len(KIND_ORDER), 0, model)
-    return (KIND_ORDER.index(parsed.kind), parsed.seed or parsed.alpha or 0, _natural(model))
+    return (KIND_ORDER.index(parsed.kind), parsed.seed or parsed.variant or parsed.alpha or 0, _natural(model))
 
 
 def _natural(model: str) -> tuple:

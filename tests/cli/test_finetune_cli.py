@@ -63,6 +63,18 @@ def test_nan_loss_exits_2_naming_the_step(task, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_a_sweep_variant_is_written_under_its_own_id_with_its_seed(task, tmp_path, capsys):
+    out = tmp_path / "finetune_hp2" / "model.safetensors"
+    assert main(finetune_args(task, out, "--seed", "5", "--model-id", "finetune_hp2", "--steps", "2",
+                              "--workers", "0")) == 0
+    meta = read_meta(out, "finetune_hp2")
+    assert meta["method"] == "finetune" and meta["seed"] == 5 and meta["hparams"]["steps"] == 2
+    bad = tmp_path / "soup" / "model.safetensors"
+    assert main(finetune_args(task, bad, "--seed", "0", "--model-id", "uniform_soup")) == 2
+    assert "--model-id 'uniform_soup': expected finetune_seed<k> or finetune_hp<k>" in capsys.readouterr().err
+    assert not bad.parent.exists()
+
+
 def test_recipe_errors_exit_2(task, tmp_path, capsys):
     out = tmp_path / "finetune_seed0" / "model.safetensors"
     assert main(finetune_args(task, out, "--seed", "0", "--accum-steps", "3")) == 2

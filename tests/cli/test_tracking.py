@@ -22,8 +22,8 @@ ID, SHIFTS = "test", ["v2", "r", "sketch"]
 MODELS = ["zeroshot", "finetune_seed0", "finetune_seed1", "finetune_seed2", "uniform_soup", "greedy_soup",
           "model_stock", "wise_ft_a0.5"]
 STEPS = 30
-PARAMS = {"lr", "weight_decay", "epochs", "batch_size", "label_smoothing", "mixup_alpha", "alpha", "seed",
-          "num_ingredients"}
+PARAMS = {"lr", "weight_decay", "epochs", "batch_size", "label_smoothing", "mixup_alpha", "randaugment_ops",
+          "randaugment_magnitude", "alpha", "seed", "variant", "num_ingredients"}
 
 
 def write_json(path, obj):
@@ -179,7 +179,9 @@ def test_parallel_writers_lose_and_misfile_nothing(study):
     assert runs["wise_ft_a0.5"].data.params["alpha"] == "0.5"
     assert runs["zeroshot"].data.params == {"lr": "0", "weight_decay": "0", "epochs": "0", "batch_size": "0",
                                                  "label_smoothing": "0", "mixup_alpha": "0",
-                                                 "alpha": "-1", "seed": "-1", "num_ingredients": "0"}
+                                                 "randaugment_ops": "0", "randaugment_magnitude": "0",
+                                                 "alpha": "-1", "seed": "-1", "variant": "-1",
+                                                 "num_ingredients": "0"}
 
 
 def test_relog_is_idempotent_and_a_changed_result_replaces_the_run(study):

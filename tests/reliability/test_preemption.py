@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 EVERY = 4  # checkpoint_every (and the periodic merge period)
 TOTAL = 36  # 100 training images / batch 16 = 6 steps per epoch, 6 epochs
-MODELS = {"finetune_seed0": "logs/tiny/finetune/seed0.log",
+MODELS = {"finetune_seed0": "logs/tiny/finetune/finetune_seed0.log",
           "model_stock_periodic": "logs/tiny/merge/model_stock_periodic.log"}
 # --cores 1: one job at a time on one thread (OMP_NUM_THREADS, --workers) in every run, so the kernels are
 # the same, and no OpenMP spinning against other work on this 2-core machine.

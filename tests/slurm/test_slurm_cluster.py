@@ -221,7 +221,7 @@ def test_a_two_gpu_finetune_runs_two_ranks_in_one_job_and_equals_one_process(run
     snakemake(local_dir, model, "--configfile", str(tmp_path / "single.yaml"), slurm=False)
     (job,) = [j for j in sacct_jobs(slurm_dir, since) if job_name(j["Comment"]) == "finetune"]
     assert job["State"] == "COMPLETED" and gpus_of(job) == 2, job
-    log = (slurm_dir / "logs/tiny/finetune/seed0.log").read_text()
+    log = (slurm_dir / "logs/tiny/finetune/finetune_seed0.log").read_text()
     assert "starting 2 ranks" in log and "rank 1 of 2 (gloo, cpu)" in log
     assert_same_weights(slurm_dir / model, local_dir / model)
 
@@ -285,7 +285,7 @@ def test_a_signalled_finetune_resumes_in_its_retry_and_ends_with_the_same_weight
     assert proc.returncode == 0, log.read_text()[-6000:]
     states = [j["State"] for j in sacct_jobs(slurm_dir, since) if job_name(j["Comment"]) == "finetune"]
     assert states == ["FAILED", "COMPLETED"]  # attempt 1 stopped by the signal, attempt 2 resumed
-    assert "resumed from" in (slurm_dir / "logs/tiny/finetune/seed0.log").read_text()
+    assert "resumed from" in (slurm_dir / "logs/tiny/finetune/finetune_seed0.log").read_text()
 
     snakemake(local_dir, *args, slurm=False)
     assert_same_weights(slurm_dir / model_dir / "model.safetensors", local_dir / model_dir / "model.safetensors")

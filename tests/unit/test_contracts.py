@@ -18,6 +18,7 @@ from clipmerge.data.layouts import LAYOUTS
 from clipmerge.merging.registry import REGISTRY
 from clipmerge.training.recipe import Recipe
 from clipmerge.workflow import code_inputs
+from clipmerge.workflow.plan import PICK_KEYS
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
@@ -45,7 +46,7 @@ SECTIONS = [
     (("finetune",), "finetune", {"seeds"}),
     (("finetune",), "periodic", {"seeds", "gpus"}),  # periodic's ranks are its own section's gpus
     (("merge", "model_stock_periodic"), "periodic", {"seeds"}),
-    (("merge", "greedy_soup"), "greedy-soup", set()),
+    (("merge", "greedy_soup"), "greedy-soup", set(PICK_KEYS)),  # its fine-tunes are the job's --inputs
     (("eval",), "evaluate", {"id", "shifts", "sets", "jobs", "cache"}),  # jobs, cache: the DAG's shape
     (("train",), "split-heldout", {"data", "heldout_per_class"}),
     (("uncertainty",), "table", set()),
@@ -90,7 +91,7 @@ def test_task_vector_merge_defaults_are_the_schemas(method):
     # schema key but the input pickers is a flag, and schema, command and the method's function agree.
     from clipmerge.commands.merge import METHOD_DEFAULTS
 
-    keys = {k: spec for k, spec in schema_section("merge", method).items() if k not in ("seeds", "models")}
+    keys = {k: spec for k, spec in schema_section("merge", method).items() if k not in PICK_KEYS}
     flags = command_defaults("merge")
     assert all(key in flags for key in keys), f"merge.{method}: {set(keys) - set(flags)} are no flags"
     assert all("default" in spec for spec in keys.values()), f"merge.{method}: a key without a default"

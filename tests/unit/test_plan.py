@@ -146,14 +146,16 @@ def test_imports_alone_feed_the_soups(with_imports):
     assert plan.wise_ft_cfg(with_imports)["model"] == "imported_model_1"
 
 
-def test_an_hparams_entry_changes_only_its_models_config_hash(with_imports):
+def test_an_hparams_entry_changes_only_the_hashes_of_its_model_and_what_is_made_of_it(with_imports):
     before = {m: plan.config_hash(with_imports, m) for m in plan.model_ids(with_imports)}
     path = Path(with_imports["imports"]["hparams"])
     table = json.loads(path.read_text())
     table["model_1"]["lr"] = 4e-5
     path.write_text(json.dumps(table))
     after = {m: plan.config_hash(with_imports, m) for m in plan.model_ids(with_imports)}
-    assert {m for m in before if before[m] != after[m]} == {"imported_model_1"}
+    # the soups and the ensemble take every fine-tune; Model Stock and WiSE-FT name seeds
+    assert {m for m in before if before[m] != after[m]} == {"imported_model_1", "uniform_soup", "greedy_soup",
+                                                             "ensemble"}
 
 
 def test_hparams_without_an_imported_name_is_named(with_imports):
@@ -208,7 +210,7 @@ def test_the_ensemble_takes_every_fine_tune_unless_told(config, tmp_path):
     one = copy.deepcopy(config)
     one["finetune"]["seeds"] = [0]
     assert plan.ensemble_members(one) == []  # one fine-tune: no ensemble row
-    with pytest.raises(ClipmergeError, match=r"ensemble.models: \['finetune_seed9'\]"):
+    with pytest.raises(ClipmergeError, match=r"ensemble.models: \[.finetune_seed9.\]"):
         plan.check_methods({**config, "ensemble": {"models": ["finetune_seed0", "finetune_seed9"]}})
 
 
@@ -244,8 +246,8 @@ def test_task_vector_merges_take_every_fine_tune_and_slerp_the_first_two(with_ta
 
 @pytest.mark.parametrize("method, section, message", [
     ("slerp", {"seeds": [0, 1, 2]}, "exactly 2"),
-    ("dare", {"seeds": [0, 9]}, r"merge.dare: \['finetune_seed9'\] are not fine-tunes"),
-    ("ties", {"seeds": [0], "models": ["finetune_seed1"]}, "not both"),
+    ("dare", {"seeds": [0, 9]}, r"merge.dare.seeds: \['finetune_seed9'\] are not fine-tunes"),
+    ("ties", {"seeds": [0], "models": ["finetune_seed1"]}, "give models, ingredients, or seeds and/or variants"),
 ])
 def test_unusable_task_vector_inputs_are_rejected(with_task_vectors, method, section, message):
     with_task_vectors["merge"][method] = section
@@ -273,3 +275,93 @@ def test_task_vector_config_hashes_follow_their_options_and_inputs(with_task_vec
     config["finetune"]["seeds"].append(7)  # every fine-tune by default; slerp's first two are unchanged
     changed = [m for m in TASK_VECTOR_METHODS if plan.config_hash(config, m) != before[m]]
     assert changed == ["task_arithmetic", "ties", "dare", "dare_ties"]
+
+
+@pytest.fixture
+def with_sweep(config):
+    """The demo config with a 3-variant random search over a small space, the soups over the sweep."""
+    config["sweep"] = {"variants": 3, "seed": 0, "space": {"lr": {"log_uniform": [1e-4, 1e-3]},
+                                                         "epochs": {"int_uniform": [2, 4]}}}
+    config["merge"]["uniform_soup"] = {"ingredients": "sweep"}
+    config["merge"]["greedy_soup"]["ingredients"] = "sweep"
+    return config
+
+
+def test_sweep_variants_are_fine_tunes_after_the_seeds(with_sweep):
+    assert plan.sweep_ids(with_sweep) == ["finetune_hp0", "finetune_hp1", "finetune_hp2"]
+    assert plan.trained_ids(with_sweep) == [*plan.finetune_ids(with_sweep), *plan.sweep_ids(with_sweep)]
+    assert plan.model_ids(with_sweep)[5:8] == plan.sweep_ids(with_sweep)
+    assert sorted(["finetune_hp10", "finetune_hp2", "finetune_seed1"], key=layout.model_sort_key) == [
+        "finetune_seed1", "finetune_hp2", "finetune_hp10"]
+    assert [plan.training_seed(with_sweep, m) for m in ("finetune_seed3", "finetune_hp2")] == [3, 2]
+
+
+def test_a_variants_recipe_is_the_finetune_section_with_its_overrides(with_sweep):
+    seed_flags = plan.recipe_flags(with_sweep, "finetune_seed0")
+    assert seed_flags == plan.result_flags(with_sweep, "finetune")  # the seeds' recipe, as periodic Model Stock's
+    drawn = plan.sweep_variants(with_sweep)[1]
+    section = plan.recipe_section(with_sweep, "finetune_hp1")
+    assert section == {**plan.base_recipe(with_sweep), **drawn} and set(drawn) == {"lr", "epochs"}
+    assert f"--lr {drawn['lr']}" in plan.recipe_flags(with_sweep, "finetune_hp1")
+
+
+def test_an_explicit_variant_may_set_its_training_seed(config):
+    config["sweep"] = {"variants": [{"lr": 1e-4}, {"lr": 2e-4, "seed": 9}]}
+    assert [plan.training_seed(config, m) for m in plan.sweep_ids(config)] == [0, 9]
+    assert "seed" not in plan.recipe_section(config, "finetune_hp1")
+
+
+def test_merges_name_their_ingredients(with_sweep):
+    sweep_ids = plan.sweep_ids(with_sweep)
+    assert plan.merge_inputs(with_sweep, "uniform_soup") == sweep_ids
+    assert plan.merge_inputs(with_sweep, "greedy_soup") == sweep_ids
+    assert plan.merge_inputs(with_sweep, "model_stock") == ["finetune_seed0", "finetune_seed1"]
+    with_sweep["merge"]["model_stock"] = {"seeds": [2], "variants": [0]}
+    assert plan.merge_inputs(with_sweep, "model_stock") == ["finetune_seed2", "finetune_hp0"]
+    with_sweep["merge"]["uniform_soup"] = {"ingredients": "all"}
+    assert plan.merge_inputs(with_sweep, "uniform_soup") == plan.finetuned_ids(with_sweep)
+    del with_sweep["merge"]["uniform_soup"]  # the default: every fine-tune, as before sweeps existed
+    assert plan.merge_inputs(with_sweep, "uniform_soup") == plan.finetuned_ids(with_sweep)
+    with_sweep["merge"]["wise_ft"] = {"alphas": [0.5], "variant": 2}
+    assert plan.wise_ft_cfg(with_sweep)["model"] == "finetune_hp2"
+    with_sweep["ensemble"] = {"variants": [0, 1]}
+    assert plan.ensemble_members(with_sweep) == ["finetune_hp0", "finetune_hp1"]
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("model_stock", {"variants": [0, 7]}, r"merge.model_stock.variants: \['finetune_hp7'\] are not fine-tunes"),
+    ("model_stock", {"models": ["finetune_seed0", "finetune_hp0"], "seeds": [1]},
+     "merge.model_stock: give models, ingredients, or seeds and/or variants, not models and seeds"),
+    ("uniform_soup", {"ingredients": "imported"}, r"uniform_soup needs at least 2 fine-tunes .*got \[\]"),
+    ("wise_ft", {"seed": 0, "variant": 1}, "merge.wise_ft: give one of model, seed or variant, not seed and variant"),
+])
+def test_ingredient_sets_that_cannot_work_stop_before_any_job(with_sweep, section, value, message):
+    with_sweep["merge"][section] = value
+    with pytest.raises(ClipmergeError, match=message):
+        plan.check_methods(with_sweep)
+
+
+def test_changing_the_sweep_changes_only_the_variants_and_what_is_made_of_them(with_sweep):
+    before = {m: plan.config_hash(with_sweep, m) for m in plan.model_ids(with_sweep)}
+    with_sweep["sweep"]["variants"] = 4  # a new variant: the old ones keep their hashes
+    after = {m: plan.config_hash(with_sweep, m) for m in plan.model_ids(with_sweep)}
+    assert {m for m in before if before[m] != after[m]} == {"uniform_soup", "greedy_soup", "ensemble"}
+    with_sweep["sweep"]["seed"] = 1
+    reseeded = {m: plan.config_hash(with_sweep, m) for m in plan.model_ids(with_sweep)}
+    assert {m for m in after if after[m] != reseeded[m]} == {
+        *plan.sweep_ids(with_sweep), "uniform_soup", "greedy_soup", "ensemble"}
+
+
+def test_a_sweep_that_contradicts_the_recipe_stops_before_any_job(with_sweep):
+    with_sweep["finetune"]["steps"] = 100
+    with pytest.raises(ClipmergeError, match="sweep.space.epochs: finetune.steps is set and overrides epochs"):
+        plan.check_methods(with_sweep)
+    del with_sweep["finetune"]["steps"]
+    with_sweep["sweep"] = {"variants": [{"accum_steps": 3}]}
+    with pytest.raises(ClipmergeError, match=r"sweep variant finetune_hp0: invalid fine-tuning recipe: accum_steps=3"):
+        plan.check_methods(with_sweep)
+    with_sweep["sweep"] = {"variants": [{"accum_steps": 1}]}
+    with_sweep["merge"].pop("uniform_soup"), with_sweep["merge"]["greedy_soup"].pop("ingredients")  # 1 variant
+    with_sweep["finetune"].update(accum_steps=2, gpus=2)  # the seeds split over 2 ranks, the variant cannot
+    with pytest.raises(ClipmergeError, match=r"finetune.gpus 2: batch_size 32 in accum_steps 1 micro-batches"):
+        plan.check_methods(with_sweep)

@@ -25,6 +25,15 @@ def test_demo_dag_plans_every_stage(tmp_path):
     assert sum(jobs.values()) == 33
 
 
+def test_the_sweep_demo_is_an_overlay_on_the_demo(tmp_path):
+    """make demo-sweep: config/sweep.yaml merged over config/config.yaml; 2 seeds and 4 variants."""
+    jobs = planned_jobs(tmp_path, "--configfile", str(REPO / "config" / "config.yaml"),
+                        str(REPO / "config" / "sweep.yaml"), configfile=None)
+    assert jobs["finetune"] == 2 + 4 and "model_stock_periodic" not in jobs
+    assert jobs["evaluate"] == 1 + 6 + 3 + 1  # zeroshot, the fine-tunes, soups and Model Stock, WiSE-FT 0.5
+    assert jobs["merge_uniform_soup"] == jobs["greedy_soup"] == jobs["merge_model_stock"] == jobs["ensemble"] == 1
+
+
 def paper_config(tmp_path, seeds=4):
     config = yaml.safe_load((REPO / "config" / "imagenet.yaml").read_text())
     for spec in [config["train"]["data"], *config["eval"]["sets"].values()]:

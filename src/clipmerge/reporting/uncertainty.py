@@ -196,7 +196,7 @@ def baselines(study: Study, top1_id: Mapping[str, float]) -> dict[str, str]:
     """The paired comparisons' baselines present in the study: the best individual fine-tune by ID
     top-1 (the first in table order among equals) and the uniform soup."""
     finetunes = [m for m in sorted(top1_id, key=layout.model_sort_key)
-                 if layout.parse_model_id(m).kind in (layout.FINETUNE, layout.IMPORTED)]
+                 if layout.parse_model_id(m).kind in layout.FINETUNE_KINDS]
     out = {}
     if finetunes:
         out[BEST_FINETUNE] = max(finetunes, key=lambda m: top1_id[m])  # max keeps the first of equals

@@ -26,18 +26,21 @@ from clipmerge.evaluation.records import read_evals
 from clipmerge.reporting.results import check_eval_sets, id_and_shift_accuracy, read_history, training_hours
 from clipmerge.reporting.uncertainty import Bootstrap, Study, read_correct
 from clipmerge.tracking.store import retry_locked, store_lock
+from clipmerge.training.recipe import rand_augment_name
 
 log = logging.getLogger(__name__)
 
 # Part of the fingerprint: bump it when what gets logged changes, so existing runs are rebuilt.
-LOG_FORMAT = 3
+LOG_FORMAT = 4
 SUMMARY_KEY = "summary"
 # Params every run carries, numeric, so the compare view's parallel-coordinates axes stay numeric
 # (a string such as "n/a" on one run turns the UI's axis categorical). Value when the model's
 # meta.json does not record it: 0 for training hparams (zero-shot and merges train nothing themselves),
-# -1 for alpha (not a WiSE-FT model) and seed (no seed; 0 is a real seed).
+# -1 for alpha (not a WiSE-FT model), seed (no seed; 0 is a real seed) and variant (not a sweep variant).
+# The training hparams are the keys of model-soups' sweep (clipmerge.training.sweep), so seed runs,
+# sweep variants and imported model-soups fine-tunes line up on the same axes.
 PARAM_DEFAULTS = {"lr": 0, "weight_decay": 0, "epochs": 0, "batch_size": 0, "label_smoothing": 0, "mixup_alpha": 0,
-                  "alpha": -1, "seed": -1}
+                  "randaugment_ops": 0, "randaugment_magnitude": 0, "alpha": -1, "seed": -1, "variant": -1}
 # history.jsonl column -> metric name of its training curve.
 CURVES = {"loss": "train/loss", "lr": "train/lr", "train_top1": "train/top1", "images_per_s": "train/images_per_s"}
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limit
@@ -107,8 +110,10 @@ def model_payload(study: str, meta_file: str | os.PathLike, eval_paths: list[str
             "pretrained": str(meta.get("pretrained")), "git_sha": str(meta.get("git_sha", "unknown")),
             "config_hash": config_hash or "unknown", "ingredients": ",".join(ingredients),
             "id_eval_set": id_set, "shift_eval_sets": ",".join(shifts)}
-    if "augment" in meta.get("hparams", {}):  # an imported model's augmentation (model-soups: rand-mM-nN)
-        tags["augment"] = str(meta["hparams"]["augment"])
+    # RandAugment as model-soups writes it (rand-mM-nN): an imported model's own record, else the recipe's
+    augment = meta.get("hparams", {}).get("augment") or rand_augment_name(meta.get("hparams", {}))
+    if augment is not None:
+        tags["augment"] = str(augment)
 
     curves = []
     if history is not None:
@@ -127,6 +132,8 @@ def model_params(meta: dict, meta_file: Path) -> dict[str, str]:
     if "alpha" not in hparams and (alpha := layout.alpha_of(meta["model"])) is not None:
         values["alpha"] = alpha
     values["seed"] = PARAM_DEFAULTS["seed"] if meta.get("seed") is None else meta["seed"]
+    if (variant := layout.parse_model_id(meta["model"]).variant) is not None:
+        values["variant"] = variant
     values["num_ingredients"] = len(meta.get("ingredients", []))
     for k, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int | float):

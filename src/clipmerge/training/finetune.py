@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 
 from clipmerge import layout
+from clipmerge.errors import ClipmergeError
 from clipmerge.models.classifier import load_classifier
 from clipmerge.training import resume
 from clipmerge.training.outputs import write_result
@@ -17,9 +18,23 @@ from clipmerge.training.trainer import SeedRun, Trainer
 log = logging.getLogger(__name__)
 
 
-def finetune(setup: Setup, seed: int, *, checkpoint_every: int, workers: int,
+def finetune_model_id(seed: int, model_id: str | None) -> str:
+    """The id a fine-tune is written as: ``model_id`` (a seed's ``finetune_seed<k>`` or a sweep variant's
+    ``finetune_hp<k>``), by default ``finetune_seed<seed>``.
+
+    Raises:
+        ClipmergeError: ``model_id`` is no fine-tune's id.
+    """
+    model_id = model_id or layout.finetune_id(seed)
+    if layout.parse_model_id(model_id).kind not in (layout.FINETUNE, layout.SWEEP):
+        raise ClipmergeError(f"--model-id {model_id!r}: expected finetune_seed<k> or finetune_hp<k>")
+    return model_id
+
+
+def finetune(setup: Setup, seed: int, *, model_id: str, checkpoint_every: int, workers: int,
              stop_requested: Callable[[], bool]) -> bool:
-    """Train ``finetune_seed<seed>`` to the end and write its outputs, or stop on request.
+    """Train ``model_id`` (see :func:`finetune_model_id`) with ``seed`` to the end and write its
+    outputs, or stop on request.
 
     Returns:
         True when finished (outputs written, training state cleared), False when stopped with the
@@ -33,7 +48,7 @@ def finetune(setup: Setup, seed: int, *, checkpoint_every: int, workers: int,
     if not trainer.fit(stop_requested=stop_requested):
         return False
     if ranks.is_main:
-        write_result(seed_run.model, setup, trainer.history, model_id=layout.finetune_id(seed),
+        write_result(seed_run.model, setup, trainer.history, model_id=model_id,
                      method=layout.FINETUNE, seed=seed,
                      hparams={**setup.data.hparams(), "device": str(setup.device), "ranks": ranks.size})
         resume.clear_state(setup.state_dir)

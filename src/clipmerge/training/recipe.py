@@ -84,3 +84,15 @@ class Recipe:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def rand_augment_name(hparams: dict) -> str | None:
+    """A recipe's RandAugment in the notation of model-soups' hparam_info.json, marked as torchvision's:
+    ``tv-rand-m<magnitude>-n<ops>`` ("none" with 0 ops; None without RandAugment keys). The magnitude is
+    torchvision's bin (0-30, timm's 0-10 scale times 3), so it is not timm's ``rand-m`` number.
+    """
+    if "randaugment_ops" not in hparams:
+        return None
+    ops = hparams["randaugment_ops"]
+    magnitude = hparams.get("randaugment_magnitude", Recipe.randaugment_magnitude)
+    return "none" if ops == 0 else f"tv-rand-m{magnitude}-n{ops}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from clipmerge import layout
 from clipmerge.data.layouts import LAYOUTS
 from clipmerge.errors import ClipmergeError
+from clipmerge.training import sweep
 from clipmerge.training.recipe import Recipe
 
 # Config keys that change no result: how often the resumable state is saved, and the GPUs (ranks) of a
@@ -19,12 +20,13 @@ RESOURCE_KEYS = {"finetune": {"checkpoint_every", "gpus"}, "model_stock_periodic
 # {seed} wildcard of a fine-tune and a param of their own for periodic Model Stock.
 NOT_PARAMS = {section: keys | {"seeds"} for section, keys in RESOURCE_KEYS.items()}
 # The task-vector merges around the zero-shot model (clipmerge.merging.task_arithmetic, ties, dare,
-# dare_ties): they combine every fine-tune unless merge.<method>.models or .seeds pick some, as Model
-# Stock's do. SLERP takes exactly two, by default the first two fine-tunes.
+# dare_ties): they combine every fine-tune unless their section picks some. SLERP takes exactly two.
 TASK_VECTOR_MERGES = ("task_arithmetic", "ties", "dare", "dare_ties")
-PICKED_INPUTS = ("model_stock", *TASK_VECTOR_MERGES, "slerp")  # merges whose section may pick fine-tunes
-# Their inputs are the rule's inputs, not params.
-NOT_PARAMS.update({method: {"seeds", "models"} for method in (*TASK_VECTOR_MERGES, "slerp")})
+SOUPS = ("uniform_soup", "greedy_soup")
+PICKED_INPUTS = (*SOUPS, "model_stock", *TASK_VECTOR_MERGES, "slerp")  # merges whose section may pick fine-tunes
+# How a section picks its fine-tunes (pick_ingredients); they are the rule's inputs, not params.
+PICK_KEYS = ("models", "seeds", "variants", "ingredients")
+NOT_PARAMS.update({method: set(PICK_KEYS) for method in PICKED_INPUTS})
 
 
 def uses_world(config: dict) -> bool:
@@ -33,8 +35,70 @@ def uses_world(config: dict) -> bool:
 
 
 def finetune_ids(config: dict) -> list[str]:
-    """The fine-tunes this workflow trains (one per seed)."""
+    """The fine-tunes this workflow trains with the ``finetune`` recipe, one per seed."""
     return [layout.finetune_id(s) for s in config["finetune"]["seeds"]]
+
+
+def sweep_variants(config: dict) -> list[dict]:
+    """The recipe overrides of each variant of the hyper-parameter sweep (config ``sweep``; none without
+    one), in index order: explicit, or drawn from the space by (sweep seed, index)."""
+    return sweep.variants(config["sweep"]) if "sweep" in config else []
+
+
+def sweep_ids(config: dict) -> list[str]:
+    """The sweep's fine-tunes, ``finetune_hp<k>``."""
+    return [layout.sweep_id(k) for k in range(len(sweep_variants(config)))]
+
+
+def trained_ids(config: dict) -> list[str]:
+    """The fine-tunes rule finetune trains: one per seed, then one per sweep variant."""
+    return [*finetune_ids(config), *sweep_ids(config)]
+
+
+def training_seed(config: dict, model: str) -> int:
+    """The seed (data order, augmentation and mixup draws) of a trained fine-tune: ``finetune_seed<k>``'s
+    k; a sweep variant's own index, unless an explicit variant sets ``seed``."""
+    parsed = layout.parse_model_id(model)
+    if parsed.kind == layout.FINETUNE:
+        return parsed.seed
+    return sweep_variants(config)[parsed.variant].get(sweep.SEED_KEY, parsed.variant)
+
+
+def base_recipe(config: dict) -> dict:
+    """The ``finetune`` keys that define a fine-tune (NOT_PARAMS left out): the seeds' recipe."""
+    return {k: v for k, v in config["finetune"].items() if k not in NOT_PARAMS["finetune"]}
+
+
+def recipe_section(config: dict, model: str) -> dict:
+    """The recipe keys of a trained fine-tune: the seeds' recipe, a sweep variant's overrides applied
+    (its rule's flags and its provenance)."""
+    section = base_recipe(config)
+    parsed = layout.parse_model_id(model)
+    if parsed.kind == layout.SWEEP:
+        overrides = sweep_variants(config)[parsed.variant]
+        section |= {k: v for k, v in overrides.items() if k != sweep.SEED_KEY}
+    return section
+
+
+def recipe_flags(config: dict, model: str) -> str:
+    """`clipmerge finetune` recipe flags of a trained fine-tune (seed or sweep variant)."""
+    return cli_flags(recipe_section(config, model))
+
+
+def check_sweep(config: dict) -> None:
+    """Every variant's recipe is valid and means what it says, before any job runs.
+
+    Raises:
+        ClipmergeError: naming the variant or the space key.
+    """
+    if "sweep" not in config:
+        return
+    searched = set(config["sweep"].get("space", sweep.MODEL_SOUPS_SPACE)) if isinstance(
+        config["sweep"]["variants"], int) else set()
+    if "steps" in config["finetune"] and "epochs" in searched:
+        raise ClipmergeError("sweep.space.epochs: finetune.steps is set and overrides epochs; remove one of them")
+    for model in sweep_ids(config):
+        sweep.check_recipe(recipe_section(config, model), f"sweep variant {model}")
 
 
 def import_names(config: dict) -> list[str]:
@@ -70,8 +134,39 @@ def import_hparams(config: dict) -> dict[str, dict]:
 
 
 def finetuned_ids(config: dict) -> list[str]:
-    """Every fine-tune the merges draw from: the workflow's own seeds, then the imported models."""
-    return [*finetune_ids(config), *imported_ids(config)]
+    """Every fine-tune the merges draw from: the workflow's own (seeds, then sweep variants), then the
+    imported models."""
+    return [*trained_ids(config), *imported_ids(config)]
+
+
+# The named sets of fine-tunes a section may pick with ``ingredients``.
+INGREDIENT_SETS = {"all": finetuned_ids, "seeds": finetune_ids, "sweep": sweep_ids, "imported": imported_ids}
+
+
+def pick_ingredients(config: dict, key: str, cfg: dict) -> list[str] | None:
+    """The fine-tunes a config section ``cfg`` (at ``key``, for errors) names, or None when it names none:
+    ``models`` (any fine-tunes by id), ``ingredients`` (a set of INGREDIENT_SETS), or ``seeds`` and/or
+    ``variants`` (the seeds' fine-tunes, then the sweep variants').
+
+    Raises:
+        ClipmergeError: more than one way given, or a fine-tune the study does not have.
+    """
+    given = [k for k in PICK_KEYS if k in cfg]
+    if not given:
+        return None
+    if len(given) > 1 and set(given) != {"seeds", "variants"}:
+        raise ClipmergeError(f"{key}: give models, ingredients, or seeds and/or variants, not {' and '.join(given)}")
+    if "models" in cfg:
+        chosen = list(cfg["models"])
+    elif "ingredients" in cfg:
+        chosen = INGREDIENT_SETS[cfg["ingredients"]](config)
+    else:
+        chosen = [*map(layout.finetune_id, cfg.get("seeds", [])), *map(layout.sweep_id, cfg.get("variants", []))]
+    pool = finetuned_ids(config)
+    missing = [m for m in chosen if m not in pool]
+    if missing:
+        raise ClipmergeError(f"{key}.{'/'.join(given)}: {missing} are not fine-tunes of this study ({', '.join(pool)})")
+    return chosen
 
 
 def merged_ids(config: dict) -> list[str]:
@@ -95,42 +190,34 @@ def evaluated_ids(config: dict) -> list[str]:
 
 
 def ensemble_members(config: dict) -> list[str]:
-    """The fine-tunes the output-space ensemble (row ``ensemble``) averages: ``ensemble.models``, else
-    every fine-tune, own and imported (as the soups); none with ``ensemble.enabled: false`` or when the
-    study has fewer than 2 fine-tunes."""
+    """The fine-tunes the output-space ensemble (row ``ensemble``) averages: those its section picks
+    (pick_ingredients), else every fine-tune, own and imported (as the soups); none with
+    ``ensemble.enabled: false`` or when it would have fewer than 2."""
     cfg = config.get("ensemble", {})
     if not cfg.get("enabled", True):
         return []
-    pool = finetuned_ids(config)
-    if "models" not in cfg:
+    chosen = pick_ingredients(config, "ensemble", cfg)
+    if chosen is None:
+        pool = finetuned_ids(config)
         return pool if len(pool) >= 2 else []
-    missing = [m for m in cfg["models"] if m not in pool]
-    if missing:
-        raise ClipmergeError(f"ensemble.models: {missing} are not fine-tunes of this study ({', '.join(pool)})")
-    return list(cfg["models"])
+    if len(chosen) < 2:
+        raise ClipmergeError(f"ensemble: needs at least 2 fine-tunes, got {chosen}")
+    return chosen
 
 
 def merge_inputs(config: dict, method: str) -> list[str]:
-    """The fine-tunes (model ids) a post-training merge combines. Soups: every fine-tune, own and
-    imported (model-soups' uniform soup averages all 72 files, its LP-initialised model_0 included).
-    Model Stock: ``merge.model_stock.models`` (any fine-tunes), else its ``seeds``' fine-tunes, else the
-    first two fine-tunes (the paper merges two). The task-vector merges (TASK_VECTOR_MERGES) pick the
-    same way but default to every fine-tune; SLERP defaults to the first two and takes exactly two."""
+    """The fine-tunes (model ids) a post-training merge combines: those ``merge.<method>`` picks
+    (pick_ingredients), else by default: for the soups and the task-vector merges every fine-tune, own
+    and imported (model-soups' uniform soup averages all 72 files, its LP-initialised model_0
+    included); for Model Stock and SLERP the first two (the paper merges two; SLERP takes exactly two).
+    """
     pool = finetuned_ids(config)
-    if method in ("uniform_soup", "greedy_soup"):
-        if len(pool) < 2:
-            raise ClipmergeError(f"merge.methods: {method} needs at least 2 fine-tunes (finetune.seeds + imports)")
-        return pool
-    cfg = config["merge"].get(method, {})
-    if "models" in cfg and "seeds" in cfg:
-        raise ClipmergeError(f"merge.{method}: give models or seeds, not both")
-    default = pool if method in TASK_VECTOR_MERGES else pool[:2]
-    chosen = cfg["models"] if "models" in cfg else [layout.finetune_id(s) for s in cfg.get("seeds", [])] or default
-    missing = [m for m in chosen if m not in pool]
-    if missing:
-        raise ClipmergeError(f"merge.{method}: {missing} are not fine-tunes of this study ({', '.join(pool)})")
+    chosen = pick_ingredients(config, f"merge.{method}", config["merge"].get(method, {}))
+    if chosen is None:
+        chosen = pool if method in (*SOUPS, *TASK_VECTOR_MERGES) else pool[:2]
     if len(chosen) < 2:
-        raise ClipmergeError(f"merge.{method}: needs at least 2 fine-tunes, got {chosen}")
+        raise ClipmergeError(f"merge.{method}: {method} needs at least 2 fine-tunes (finetune.seeds, sweep, "
+                             f"imports), got {chosen}")
     if method == "slerp" and len(chosen) != 2:
         raise ClipmergeError(f"merge.slerp: interpolates exactly 2 fine-tunes, got {chosen}")
     return chosen
@@ -157,7 +244,8 @@ def training_gpus(config: dict, rule: str) -> int:
     """
     if rule == "finetune":
         gpus = config["finetune"].get("gpus", 1)
-        recipe_split(config, gpus)
+        for model in trained_ids(config):  # a sweep variant may set its own batch split
+            recipe_split(recipe_section(config, model), gpus)
         return gpus
     seeds = method_seeds(config, "model_stock_periodic")
     gpus = config["merge"].get("model_stock_periodic", {}).get("gpus", len(seeds))
@@ -167,9 +255,8 @@ def training_gpus(config: dict, rule: str) -> int:
     return gpus
 
 
-def recipe_split(config: dict, ranks: int) -> None:
-    """The fine-tuning recipe's micro-batches must split over ``ranks`` (Recipe.check_split)."""
-    section = config["finetune"]
+def recipe_split(section: dict, ranks: int) -> None:
+    """A fine-tuning recipe's micro-batches must split over ``ranks`` (Recipe.check_split)."""
     try:
         Recipe(**{k: section[k] for k in ("batch_size", "accum_steps") if k in section}).check_split(ranks)
     except ClipmergeError as e:
@@ -178,27 +265,30 @@ def recipe_split(config: dict, ranks: int) -> None:
 
 def wise_ft_cfg(config: dict) -> dict:
     """WiSE-FT's ``alphas`` and the fine-tune it interpolates with the zero-shot model: ``model`` (any
-    fine-tune), else the fine-tune of ``seed``, else the first fine-tune."""
+    fine-tune), the fine-tune of ``seed`` or of sweep ``variant``, else the first fine-tune."""
     cfg = dict(config["merge"].get("wise_ft", {}))
     cfg.setdefault("alphas", [0.5])
     pool = finetuned_ids(config)
-    if "model" in cfg and "seed" in cfg:
-        raise ClipmergeError("merge.wise_ft: give model or seed, not both")
-    model = cfg.pop("model", None) or (layout.finetune_id(cfg.pop("seed")) if "seed" in cfg else next(iter(pool), None))
+    ways = {"model": lambda m: m, "seed": layout.finetune_id, "variant": layout.sweep_id}
+    given = [k for k in ways if k in cfg]
+    if len(given) > 1:
+        raise ClipmergeError(f"merge.wise_ft: give one of model, seed or variant, not {' and '.join(given)}")
+    model = ways[given[0]](cfg.pop(given[0])) if given else next(iter(pool), None)
     if model not in pool:
         raise ClipmergeError(f"merge.wise_ft: {model!r} is not a fine-tune of this study ({', '.join(pool)})")
     return {**cfg, "model": model}
 
 
 def check_methods(config: dict) -> None:
-    """Reject fine-tune lists a chosen merge cannot use (before any job runs)."""
+    """Reject sweeps and fine-tune lists the chosen merges cannot use (before any job runs)."""
+    check_sweep(config)
     methods = config["merge"]["methods"]
-    for method in ("uniform_soup", "greedy_soup", *PICKED_INPUTS):
+    for method in PICKED_INPUTS:
         if method in methods:
             merge_inputs(config, method)
     if "model_stock_periodic" in methods:
         training_gpus(config, "model_stock_periodic")
-    if config["finetune"]["seeds"]:
+    if trained_ids(config):
         training_gpus(config, "finetune")
     if layout.WISE_FT in methods:
         wise_ft_cfg(config)
@@ -278,31 +368,36 @@ def plot_names(config: dict) -> list[str]:
 
 
 def config_hash(config: dict, model: str) -> str:
-    """Short hash of exactly the config sections that define ``model`` (its MLflow provenance tag), so
-    changing one stage's keys changes only the hashes of the models that depend on it."""
+    """Short hash of exactly the config that defines ``model`` (its MLflow provenance tag), so changing
+    one stage's keys changes only the hashes of the models that depend on it: a merge's hash covers its
+    own keys and its ingredients' hashes."""
+    blob = json.dumps(_definition(config, model), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _definition(config: dict, model: str) -> dict:
     parsed = layout.parse_model_id(model)
     sections = {key: config.get(key) for key in ("model", "world", "pretrain", "zeroshot")}
+    if parsed.kind == layout.ZEROSHOT:
+        return sections
     if parsed.kind == layout.IMPORTED:
-        sections["import"] = {"file": import_source(config, parsed.name),
-                              "hparams": import_hparams(config).get(parsed.name)}
-    elif parsed.kind != layout.ZEROSHOT:
-        sections["train"] = config["train"]
-        sections["finetune"] = {k: v for k, v in config["finetune"].items() if k not in NOT_PARAMS["finetune"]}
-        if parsed.kind != layout.FINETUNE and config.get("imports"):
-            sections["imports"] = config["imports"]
-    if parsed.kind == layout.FINETUNE:
-        sections["seed"] = parsed.seed
-    elif parsed.kind == layout.WISE_FT:
-        sections["merge"] = {"alpha": parsed.alpha, "model": wise_ft_cfg(config)["model"]}
+        return {**sections, "import": {"file": import_source(config, parsed.name),
+                                       "hparams": import_hparams(config).get(parsed.name)}}
+    if parsed.kind in (layout.FINETUNE, layout.SWEEP):
+        return {**sections, "train": config["train"], "finetune": recipe_section(config, model),
+                "seed": training_seed(config, model)}
+    if parsed.kind == "model_stock_periodic":  # a training run of its own, the seeds in lockstep
+        method_cfg = {k: v for k, v in config["merge"].get(model, {}).items() if k not in RESOURCE_KEYS[model]}
+        return {**sections, "train": config["train"], "finetune": base_recipe(config),
+                "merge": {"method": model, **method_cfg, "seeds": method_seeds(config, model)}}
+    if parsed.kind == layout.WISE_FT:
+        merge, inputs = {"alpha": parsed.alpha}, [wise_ft_cfg(config)["model"]]
     elif parsed.kind == layout.ENSEMBLE:
-        sections["ensemble"] = {"members": ensemble_members(config)}
-    elif parsed.kind not in (layout.ZEROSHOT, layout.IMPORTED):
+        merge, inputs = {"method": model}, ensemble_members(config)
+    else:
         method_cfg = config["merge"].get(model, {})
-        sections["merge"] = {"method": model,
-                             **{k: v for k, v in method_cfg.items() if k not in RESOURCE_KEYS.get(model, ())}}
-        if model in ("uniform_soup", "greedy_soup"):
-            sections["merge"]["seeds"] = config["finetune"]["seeds"]
-        elif model in (*TASK_VECTOR_MERGES, "slerp"):  # the fine-tunes merged, whichever way picked
-            sections["merge"]["inputs"] = merge_inputs(config, model)
-    blob = json.dumps(sections, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+        merge = {"method": model, **{k: v for k, v in method_cfg.items() if k not in PICK_KEYS}}
+        inputs = merge_inputs(config, model)
+        if model == "greedy_soup":  # ranks its candidates on the held-out split
+            merge["train"] = config["train"]
+    return {**sections, "merge": merge, "inputs": {m: config_hash(config, m) for m in inputs}}
