@@ -256,9 +256,13 @@ def one_seed_periodic(c):
 
 BAD_CONFIGS = {
     "soups-with-one-seed": (one_seed_soups,
-                            "merge.methods: uniform_soup needs at least 2 fine-tunes (finetune.seeds + imports)"),
+                            "merge.uniform_soup: uniform_soup needs at least 2 fine-tunes (finetune.seeds, sweep, "
+                            "imports), got ['finetune_seed0']"),
     "periodic-with-one-seed": (one_seed_periodic, "merge.model_stock_periodic: needs at least 2 fine-tuned seeds"),
-    "model-stock-one-seed": (lambda c: c["merge"]["model_stock"].update(seeds=[0]), "[0] is too short"),
+    "model-stock-one-seed": (lambda c: c["merge"]["model_stock"].update(seeds=[0]),
+                             "merge.model_stock: model_stock needs at least 2 fine-tunes"),
+    "sweep-bounds-reversed": (lambda c: c.update(sweep={"variants": 2, "space": {"lr": {"log_uniform": [1e-3, 1e-5]}}}),
+                              "sweep.space.lr.log_uniform: low 0.001 > high 1e-05 (bounds are [low, high])"),
     "unknown-method": (lambda c: c["merge"]["methods"].append("breadcrumbs"), "'breadcrumbs' is not one of"),
 }
 
