@@ -79,9 +79,10 @@ def test_an_explicit_variant_with_an_unknown_key_is_named():
         sweep.variants({"variants": [{"lr": 1e-5}, {"learning_rate": 1e-5}]})
 
 
-def test_a_space_beside_explicit_variants_is_refused():
-    with pytest.raises(ClipmergeError, match="not both"):
-        sweep.variants({"variants": [{"lr": 1e-5}], "space": {"lr": {"uniform": [0, 1]}}})
+@pytest.mark.parametrize("key", ["space", "seed"])
+def test_a_random_search_key_beside_explicit_variants_is_refused(key):
+    with pytest.raises(ClipmergeError, match=rf"sweep.{key}: a random search's"):
+        sweep.variants({"variants": [{"lr": 1e-5}], key: {"space": {"lr": {"uniform": [0, 1]}}, "seed": 1}[key]})
 
 
 def test_a_drawn_recipe_that_is_no_recipe_is_named():

@@ -146,8 +146,9 @@ def variants(sweep: dict) -> list[dict]:
     """
     spec = sweep["variants"]
     if isinstance(spec, list):
-        if "space" in sweep:
-            raise ClipmergeError("sweep: give a space with a number of variants, or a list of variants, not both")
+        if given := [k for k in ("space", "seed") if k in sweep]:
+            raise ClipmergeError(f"sweep.{given[0]}: a random search's (variants: <number>); explicit variants "
+                                 "(a list) set their values, and each its own seed, themselves")
         for k, overrides in enumerate(spec):
             for key in overrides:
                 if key != SEED_KEY:

@@ -16,8 +16,8 @@ from clipmerge.training.recipe import Recipe
 # Config keys that change no result: how often the resumable state is saved, and the GPUs (ranks) of a
 # training job, whose results agree to rounding. They reach the trainer as resources.
 RESOURCE_KEYS = {"finetune": {"checkpoint_every", "gpus"}, "model_stock_periodic": {"gpus"}}
-# Keys kept out of a rule's params (a params change reruns the job): those, and the seeds, which are the
-# {seed} wildcard of a fine-tune and a param of their own for periodic Model Stock.
+# Keys kept out of a rule's params (a params change reruns the job): those, and the seeds, which make a
+# fine-tune's model id (the {finetune} wildcard) and are a param of their own for periodic Model Stock.
 NOT_PARAMS = {section: keys | {"seeds"} for section, keys in RESOURCE_KEYS.items()}
 # The task-vector merges around the zero-shot model (clipmerge.merging.task_arithmetic, ties, dare,
 # dare_ties): they combine every fine-tune unless their section picks some. SLERP takes exactly two.
@@ -93,8 +93,8 @@ def check_sweep(config: dict) -> None:
     """
     if "sweep" not in config:
         return
-    searched = set(config["sweep"].get("space", sweep.MODEL_SOUPS_SPACE)) if isinstance(
-        config["sweep"]["variants"], int) else set()
+    cfg = config["sweep"]
+    searched = set(cfg.get("space", sweep.MODEL_SOUPS_SPACE)) if isinstance(cfg["variants"], int) else set()
     if "steps" in config["finetune"] and "epochs" in searched:
         raise ClipmergeError("sweep.space.epochs: finetune.steps is set and overrides epochs; remove one of them")
     for model in sweep_ids(config):
