@@ -32,7 +32,7 @@ demo-sweep: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml config/sweep.yaml
 	@cat results/demo_sweep/tables/comparison.md results/demo_sweep/tables/recipes.md
 
-# The default suite (budget 15 min on 2 cores; 11:47 measured from a clean clone, venv included). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
+# The default suite (budget 15 min on 2 cores; 9:50 measured from a clean clone, venv included). CI (.ci/run) also runs the slow tests and a real SLURM cluster.
 test: setup
 	$(BIN)/pytest -m "not slow and not slurm"
 
