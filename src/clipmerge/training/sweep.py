@@ -94,7 +94,7 @@ def _dimension(key: str, spec: dict, where: str) -> Dimension:
         return Dimension(key, dist, values, p_zero)
     if kind == "bool":
         raise ClipmergeError(f"{where}: {key} is a switch; use choice: [false, true]")
-    if len(values) != 2 or not all(_is_number(v) for v in values):
+    if len(values) != 2 or not all(_of_kind(v, "float") for v in values):
         raise ClipmergeError(f"{where}.{dist}: expected [low, high], got {list(values)}")
     low, high = values
     if low > high:
@@ -119,10 +119,6 @@ def _of_kind(value, kind: str) -> bool:
     if isinstance(value, bool):
         return kind == "bool"
     return isinstance(value, int) if kind == "int" else isinstance(value, int | float) and kind == "float"
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def unit(seed: int, index: int, key: str, stream: str) -> float:

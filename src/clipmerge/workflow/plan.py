@@ -3,6 +3,7 @@ Snakemake DAG builds fast. rules/common.smk calls these; tests/unit/test_plan.py
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -42,7 +43,16 @@ def finetune_ids(config: dict) -> list[str]:
 def sweep_variants(config: dict) -> list[dict]:
     """The recipe overrides of each variant of the hyper-parameter sweep (config ``sweep``; none without
     one), in index order: explicit, or drawn from the space by (sweep seed, index)."""
-    return sweep.variants(config["sweep"]) if "sweep" in config else []
+    if "sweep" not in config:
+        return []
+    return [dict(v) for v in _variants(json.dumps(config["sweep"], sort_keys=True))]
+
+
+@functools.lru_cache(maxsize=8)
+def _variants(sweep_json: str) -> tuple[dict, ...]:
+    """sweep.variants of a sweep section, drawn once per section: every job's params and every model's
+    config hash ask for them while Snakemake builds the DAG (N variants would draw N² times)."""
+    return tuple(sweep.variants(json.loads(sweep_json)))
 
 
 def sweep_ids(config: dict) -> list[str]:
