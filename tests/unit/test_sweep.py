@@ -94,3 +94,4 @@ def test_rand_augment_in_model_soups_notation():
     assert rand_augment_name({"randaugment_ops": 2, "randaugment_magnitude": 9}) == "tv-rand-m9-n2"  # not timm's
     assert rand_augment_name({"randaugment_ops": 0, "randaugment_magnitude": 9}) == "none"
     assert rand_augment_name({"lr": 1e-5}) is None
+    assert rand_augment_name({"augment": "rand-m12-n1", "randaugment_ops": 2}) == "rand-m12-n1"  # an import's own

@@ -23,9 +23,8 @@ TRAINING_RUNS = ("model_stock_periodic",)
 
 def recipe_table(metas: Mapping[str, dict], models: Iterable[str]) -> pd.DataFrame:
     """One row per model, in the given (table) order: a training run's seed (periodic Model Stock's
-    seeds), hyper-parameters and RandAugment (an imported model's as its hparams file writes it, an
-    own recipe's as :func:`rand_augment_name`), blank where its meta.json does not record one; a made
-    model's ingredients, space-separated."""
+    seeds), hyper-parameters and RandAugment (:func:`rand_augment_name`), blank where its meta.json does
+    not record one; a made model's ingredients, space-separated."""
     rows = {}
     for model in models:
         meta = metas.get(model, {})
@@ -37,7 +36,7 @@ def recipe_table(metas: Mapping[str, dict], models: Iterable[str]) -> pd.DataFra
             "method": meta.get("method", model),
             "seed": " ".join(map(str, seeds)) if isinstance(seeds, list) else meta.get("seed"),
             **{k: hparams.get(k) if trained else None for k in HPARAM_COLUMNS},
-            "augment": (hparams.get("augment") or rand_augment_name(hparams)) if trained else None,
+            "augment": rand_augment_name(hparams) if trained else None,
             "ingredients": " ".join(meta.get("ingredients", [])),
         }
     # object dtype from the start: an int column with blanks would become floats (epochs 4.0)

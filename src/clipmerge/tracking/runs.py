@@ -110,10 +110,8 @@ def model_payload(study: str, meta_file: str | os.PathLike, eval_paths: list[str
             "pretrained": str(meta.get("pretrained")), "git_sha": str(meta.get("git_sha", "unknown")),
             "config_hash": config_hash or "unknown", "ingredients": ",".join(ingredients),
             "id_eval_set": id_set, "shift_eval_sets": ",".join(shifts)}
-    # RandAugment as model-soups writes it (rand-mM-nN): an imported model's own record, else the recipe's
-    augment = meta.get("hparams", {}).get("augment") or rand_augment_name(meta.get("hparams", {}))
-    if augment is not None:
-        tags["augment"] = str(augment)
+    if (augment := rand_augment_name(meta.get("hparams", {}))) is not None:
+        tags["augment"] = augment
 
     curves = []
     if history is not None:

@@ -87,10 +87,13 @@ class Recipe:
 
 
 def rand_augment_name(hparams: dict) -> str | None:
-    """A recipe's RandAugment in the notation of model-soups' hparam_info.json, marked as torchvision's:
-    ``tv-rand-m<magnitude>-n<ops>`` ("none" with 0 ops; None without RandAugment keys). The magnitude is
-    torchvision's bin (0-30, timm's 0-10 scale times 3), so it is not timm's ``rand-m`` number.
+    """A fine-tune's RandAugment: an imported model's ``augment`` record as its hparams file writes it
+    (model-soups: timm's ``rand-mM-nN`` or "none"), else the recipe's in that notation, marked as
+    torchvision's: ``tv-rand-m<magnitude>-n<ops>`` ("none" with 0 ops; None without RandAugment keys).
+    The magnitude is torchvision's bin (0-30, timm's 0-10 scale times 3), so it is not timm's number.
     """
+    if hparams.get("augment") is not None:
+        return str(hparams["augment"])
     if "randaugment_ops" not in hparams:
         return None
     ops = hparams["randaugment_ops"]
